@@ -1,5 +1,87 @@
-"""Async SDK for the CS2Cap Account API, with safe root-key rotation."""
+"""Async SDK for the CS2Cap Account API, with safe root-key rotation.
 
+```python
+from cs2cap_account import AccountClient
+
+async with AccountClient() as client:   # key from CS2C_API_KEY
+    info = await client.get_key()
+```
+"""
+
+from cs2cap_account._client import DEFAULT_BASE_URL, AccountClient, SubKeys
+from cs2cap_account._clock import Clock, FakeClock, SystemClock
+from cs2cap_account._models import (
+    CreatedSubKey,
+    KeyInfo,
+    Pagination,
+    RateLimitInfo,
+    ReissuedKey,
+    RevokedSubKey,
+    SubKeyDetail,
+    SubKeyPage,
+)
 from cs2cap_account._secret import SecretKey
+from cs2cap_account._session import Hooks, RequestEvent, ResponseEvent, RetryEvent
+from cs2cap_account.errors import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    ConflictError,
+    CS2CapError,
+    InternalServerError,
+    KeyLostError,
+    MalformedResponseError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    ReissueOutcomeUnknownError,
+    RotationError,
+    SubKeyOutcomeUnknownError,
+    UnprocessableEntityError,
+    ValidationIssue,
+)
 
-__all__ = ["SecretKey"]
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "APIConnectionError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AccountClient",
+    "AuthenticationError",
+    "BadRequestError",
+    "CS2CapError",
+    "Clock",
+    "ConflictError",
+    "CreatedSubKey",
+    "FakeClock",
+    "Hooks",
+    "InternalServerError",
+    "KeyInfo",
+    "KeyLostError",
+    "MalformedResponseError",
+    "NotFoundError",
+    "Pagination",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "RateLimitInfo",
+    "ReissueOutcomeUnknownError",
+    "ReissuedKey",
+    "RequestEvent",
+    "ResponseEvent",
+    "RetryEvent",
+    "RevokedSubKey",
+    "RotationError",
+    "SecretKey",
+    "SubKeyDetail",
+    "SubKeyOutcomeUnknownError",
+    "SubKeyPage",
+    "SubKeys",
+    "SystemClock",
+    "UnprocessableEntityError",
+    "ValidationIssue",
+    "__version__",
+]

@@ -1,0 +1,410 @@
+"""`AccountClient`: one typed async method per CS2Cap account route."""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import logging
+import os
+import urllib.parse
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any, Final, Literal
+
+import aiohttp
+
+from cs2cap_account._clock import Clock, SystemClock
+from cs2cap_account._converter import KeyEnvelope
+from cs2cap_account._models import (
+    CreatedSubKey,
+    KeyInfo,
+    RateLimitInfo,
+    ReissuedKey,
+    RevokedSubKey,
+    SubKeyDetail,
+    SubKeyPage,
+)
+from cs2cap_account._ratelimit import SlidingWindowLimiter
+from cs2cap_account._secret import SecretKey
+from cs2cap_account._session import Credentials, Hooks, Options, Session, Shared
+from cs2cap_account._transport import Transport
+from cs2cap_account.errors import (
+    AuthenticationError,
+    CS2CapError,
+    KeyLostError,
+    ReissueOutcomeUnknownError,
+    SubKeyOutcomeUnknownError,
+)
+
+__all__ = ["DEFAULT_BASE_URL", "AccountClient", "SubKeys"]
+
+DEFAULT_BASE_URL: Final = "https://api.cs2c.app/v1"
+API_KEY_ENV: Final = "CS2C_API_KEY"
+BASE_URL_ENV: Final = "CS2C_API_BASE"
+_USER_AGENT: Final = "cs2cap-account/0.1.0"
+# A probe answering 401 with one of these codes proves the probed key was revoked.
+_REVOKED_CODES: Final = frozenset({None, "AUTH_API_KEY_REVOKED", "AUTH_INVALID_API_KEY"})
+
+logger: Final = logging.getLogger("cs2cap_account")
+
+
+class _Unset(enum.Enum):
+    UNSET = enum.auto()
+
+
+UNSET: Final = _Unset.UNSET
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_base_url(base_url: str, *, allow_insecure_http: bool) -> str:
+    parts = urllib.parse.urlsplit(base_url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError(f"base_url must be an http(s) URL with a host, got {base_url!r}")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ValueError("base_url must not carry credentials, a query or a fragment")
+    if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(parts.hostname):
+        raise ValueError(
+            f"refusing to send an API key over plain http to {parts.hostname}; "
+            "use https, or pass allow_insecure_http=True if you really mean it"
+        )
+    return base_url.rstrip("/")
+
+
+def _secret(value: str | SecretKey | None) -> SecretKey | None:
+    if value is None or isinstance(value, SecretKey):
+        return value
+    return SecretKey(value)
+
+
+class AccountClient:
+    """Async client for the CS2Cap Account API.
+
+    ```python
+    async with AccountClient() as client:        # key from CS2C_API_KEY
+        info = await client.get_key()
+    ```
+
+    `api_key` falls back to the `CS2C_API_KEY` environment variable and `base_url` to
+    `CS2C_API_BASE`, then to `https://api.cs2c.app/v1`. A `session_token` (a session JWT)
+    can stand in for the key on account routes. Plain `http://` is refused for any host
+    but loopback unless `allow_insecure_http=True`.
+
+    Requests that fail transiently are retried `max_retries` times (GET, PATCH, DELETE;
+    a POST only when the server provably did not act), each attempt limited to `timeout`
+    seconds and all of them to `deadline` seconds if given. `requests_per_minute` paces
+    calls client-side: None learns the rate from `get_key()`, 0 turns pacing off.
+    An injected aiohttp `session` is used as it is and never closed by the client.
+    """
+
+    sub_keys: SubKeys
+
+    def __init__(
+        self,
+        api_key: str | SecretKey | None = None,
+        *,
+        session_token: str | SecretKey | None = None,
+        base_url: str | None = None,
+        timeout: float = 30.0,
+        max_retries: int = 2,
+        requests_per_minute: int | None = None,
+        session: aiohttp.ClientSession | None = None,
+        allow_insecure_http: bool = False,
+        deadline: float | None = None,
+        max_retry_wait: float = 60.0,
+        hooks: Hooks | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        key = _secret(api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None)
+        token = _secret(session_token)
+        if key is None and token is None:
+            raise ValueError(
+                f"no API key: pass api_key=..., set the {API_KEY_ENV} environment variable, "
+                "or pass session_token=..."
+            )
+        url = _check_base_url(
+            base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL,
+            allow_insecure_http=allow_insecure_http,
+        )
+        if requests_per_minute is not None and requests_per_minute < 0:
+            raise ValueError("requests_per_minute must be 0 (off), positive, or None")
+        the_clock = clock or SystemClock()
+        shared = Shared(
+            transport=Transport(session),
+            base_url=url,
+            credentials=Credentials(key, token, _USER_AGENT),
+            clock=the_clock,
+            hooks=hooks or Hooks(),
+            limiter=(
+                SlidingWindowLimiter(requests_per_minute, clock=the_clock)
+                if requests_per_minute
+                else None
+            ),
+            fixed_rate=requests_per_minute is not None,
+        )
+        options = Options(
+            timeout=timeout,
+            max_retries=max_retries,
+            deadline=deadline,
+            max_retry_wait=max_retry_wait,
+        )
+        self._init(Session(shared, options), owner=True)
+
+    def _init(self, session: Session, *, owner: bool) -> None:
+        self._session = session
+        self._owner = owner
+        self.sub_keys = SubKeys(session)
+
+    def with_options(
+        self,
+        *,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        deadline: float | None = None,
+        max_retry_wait: float | None = None,
+    ) -> AccountClient:
+        """A client with other request settings that shares this one's session.
+
+        The copy shares the connection pool, the credential (a reissue through either
+        switches both), the rate limiter and `rate_limit`. Closing it does nothing;
+        close the original.
+        """
+        old = self._session.options
+        options = Options(
+            timeout=old.timeout if timeout is None else timeout,
+            max_retries=old.max_retries if max_retries is None else max_retries,
+            deadline=old.deadline if deadline is None else deadline,
+            max_retry_wait=old.max_retry_wait if max_retry_wait is None else max_retry_wait,
+        )
+        clone = object.__new__(AccountClient)
+        clone._init(self._session.with_options(options), owner=False)
+        return clone
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def __aenter__(self) -> AccountClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the client's own aiohttp session (not an injected one). Idempotent."""
+        if self._owner:
+            await self._session.shared.transport.aclose()
+
+    @property
+    def closed(self) -> bool:
+        """True once the client (or the client it was copied from) was closed."""
+        return self._session.shared.transport.closed
+
+    def __repr__(self) -> str:
+        shared = self._session.shared
+        return (
+            f"AccountClient(base_url={shared.base_url!r}, credential={shared.credentials.current})"
+        )
+
+    # -- state ----------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """The API's base URL, without a trailing slash."""
+        return self._session.shared.base_url
+
+    @property
+    def api_key(self) -> SecretKey | None:
+        """The API key this client sends (after a reissue, the new one)."""
+        return self._session.shared.credentials.api_key
+
+    @property
+    def rate_limit(self) -> RateLimitInfo | None:
+        """What the latest response said about the rate limit, or None before any."""
+        return self._session.shared.rate_limit
+
+    def use_key(self, api_key: str | SecretKey) -> None:
+        """Send `api_key` from now on (this client and every `with_options` copy)."""
+        key = _secret(api_key)
+        assert key is not None
+        self._session.shared.credentials.use(key)
+
+    # -- routes ---------------------------------------------------------------------
+
+    async def get_key(self) -> KeyInfo:
+        """`GET /account/key`: metadata of the key in use (the root key for a session JWT).
+
+        Also teaches the client's rate limiter the key's enforced rate, unless
+        `requests_per_minute` was given.
+        """
+        info = (await self._session.request("GET", "/account/key", KeyEnvelope)).key
+        self._session.shared.learn_rate(info.effective_rate_requests_per_minute)
+        return info
+
+    async def reissue_key(self, *, use_new_key: bool = True) -> ReissuedKey:
+        """`POST /account/key/reissue`: replace the root key, revoking it and every child.
+
+        The new key is in the result, once. With `use_new_key` (the default) the client
+        sends it from then on. The POST is never blindly retried: after an ambiguous
+        failure the old credential is probed, and the reissue is repeated only if it
+        provably did not happen. Raises `KeyLostError` if it happened and the response
+        was lost, `ReissueOutcomeUnknownError` if the probe cannot tell.
+        """
+        credentials = self._session.shared.credentials
+        token = credentials.current
+        via_jwt = credentials.api_key is None
+        before = await self._active_root(token)
+
+        async def prove_not_applied(error: CS2CapError) -> None:
+            nonlocal before
+            try:
+                now = await self._active_root(token)
+            except AuthenticationError as exc:
+                if not via_jwt and exc.code in _REVOKED_CODES:
+                    raise KeyLostError(
+                        f"the root key {before.id} was reissued, but the response holding "
+                        "the new key was lost; the old key is revoked. Recover by "
+                        "reissuing with a session JWT: AccountClient(session_token=...)",
+                        previous_key_id=before.id,
+                    ) from error
+                raise _outcome_unknown(before.id, exc) from error
+            except CS2CapError as exc:
+                raise _outcome_unknown(before.id, exc) from error
+            if now.id == before.id and now.is_active:
+                logger.info("root key reissue did not take effect (%s); retrying", error)
+                return
+            if via_jwt:
+                logger.warning(
+                    "root key reissue took effect but its response was lost (%s); the lost "
+                    "key %s is the active one, reissuing again revokes only it",
+                    error,
+                    now.id,
+                )
+                before = now
+                return
+            raise _outcome_unknown(before.id, error) from error
+
+        new = await self._session.request(
+            "POST", "/account/key/reissue", ReissuedKey, token=token, on_ambiguous=prove_not_applied
+        )
+        if use_new_key:
+            credentials.use(new.key)
+        return new
+
+    async def _active_root(self, token: SecretKey) -> KeyInfo:
+        """`GET /account/key` with `token`: the key it names (the root key for a JWT)."""
+        return (await self._session.request("GET", "/account/key", KeyEnvelope, token=token)).key
+
+
+def _outcome_unknown(key_id: str, cause: BaseException) -> ReissueOutcomeUnknownError:
+    return ReissueOutcomeUnknownError(
+        f"could not tell whether the root key {key_id} was reissued ({cause}). Check with "
+        "get_key() using the old key: 200 means nothing happened; if it is revoked, "
+        "reissue with a session JWT."
+    )
+
+
+class SubKeys:
+    """Child keys of the account (`/account/sub-keys`): `client.sub_keys`."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    async def list(self, *, limit: int = 25, offset: int = 0) -> SubKeyPage:
+        """One page of active child keys. The server clamps `limit` to 1..100."""
+        params = {"limit": str(limit), "offset": str(offset)}
+        return await self._session.request("GET", "/account/sub-keys", SubKeyPage, params=params)
+
+    async def iterate(self, *, page_size: int = 100) -> AsyncIterator[SubKeyDetail]:
+        """Every active child key, page after page, following `pagination.total`."""
+        offset = 0
+        while True:
+            page = await self.list(limit=page_size, offset=offset)
+            for detail in page.keys:
+                yield detail
+            offset += len(page.keys)
+            if not page.keys or offset >= page.pagination.total:
+                return
+
+    async def create(
+        self,
+        name: str,
+        *,
+        quota_requests_per_month_override: int | None = None,
+        rate_requests_per_minute_override: int | None = None,
+    ) -> CreatedSubKey:
+        """Create a child key; its plaintext is in the result, once.
+
+        Not retried after an ambiguous failure (that could create two keys): raises
+        `SubKeyOutcomeUnknownError` instead.
+        """
+        body: dict[str, Any] = {"name": name}
+        if quota_requests_per_month_override is not None:
+            body["quota_requests_per_month_override"] = quota_requests_per_month_override
+        if rate_requests_per_minute_override is not None:
+            body["rate_requests_per_minute_override"] = rate_requests_per_minute_override
+
+        async def refuse(error: CS2CapError) -> None:
+            raise SubKeyOutcomeUnknownError(
+                f"creating child key {name!r} failed after the request was sent ({error}); "
+                "a child key may have been created. List the child keys to check."
+            ) from error
+
+        return await self._session.request(
+            "POST", "/account/sub-keys", CreatedSubKey, body=body, on_ambiguous=refuse
+        )
+
+    async def get(self, key_id: str) -> SubKeyDetail:
+        """One child key's metadata and usage this month."""
+        return await self._session.request("GET", _sub_key_path(key_id), SubKeyDetail)
+
+    async def update(
+        self,
+        key_id: str,
+        *,
+        name: str | Literal[_Unset.UNSET] = UNSET,
+        quota_requests_per_month_override: int | Literal[_Unset.UNSET] | None = UNSET,
+        rate_requests_per_minute_override: int | Literal[_Unset.UNSET] | None = UNSET,
+    ) -> SubKeyDetail:
+        """Change a child key. An omitted argument is left alone; `None` removes an override."""
+        fields = {
+            "name": name,
+            "quota_requests_per_month_override": quota_requests_per_month_override,
+            "rate_requests_per_minute_override": rate_requests_per_minute_override,
+        }
+        body = {field: value for field, value in fields.items() if value is not UNSET}
+        return await self._session.request("PATCH", _sub_key_path(key_id), SubKeyDetail, body=body)
+
+    async def delete(self, key_id: str) -> RevokedSubKey:
+        """Revoke a child key."""
+        gone = await self._session.request("DELETE", _sub_key_path(key_id), RevokedSubKey)
+        return gone if gone.key_id is not None else _with_key_id(gone, key_id)
+
+    async def reissue(self, key_id: str) -> CreatedSubKey:
+        """Replace a child key (name and overrides carry over); the old one is revoked.
+
+        Retried only when the server provably did not act, like every POST.
+        """
+        return await self._session.request(
+            "POST", _sub_key_path(key_id) + "/reissue", CreatedSubKey
+        )
+
+
+def _with_key_id(gone: RevokedSubKey, key_id: str) -> RevokedSubKey:
+    return RevokedSubKey(ok=gone.ok, key_id=key_id, revoked_at=gone.revoked_at)
+
+
+def _sub_key_path(key_id: str) -> str:
+    if not isinstance(key_id, str) or not key_id:
+        raise ValueError("key_id must be a non-empty string")
+    return "/account/sub-keys/" + urllib.parse.quote(key_id, safe="")

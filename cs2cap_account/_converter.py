@@ -1,0 +1,193 @@
+"""The one cattrs converter: JSON-decoded bodies in, frozen models out.
+
+Strict where the API is typed (a string stays a string, an int is never a bool or a
+float), lenient where it grows (unknown fields are ignored), and every failure comes out
+as `MalformedResponseError` naming the field, never a raw cattrs, Key or Type error.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, Final, TypeVar, get_args
+
+import attrs
+import cattrs
+from cattrs.cols import homogenous_tuple_structure_factory, is_sequence
+from cattrs.errors import BaseValidationError
+from cattrs.gen import make_dict_structure_fn
+
+from cs2cap_account._models import (
+    CreatedSubKey,
+    KeyInfo,
+    ReissuedKey,
+    RevokedSubKey,
+    SubKeyDetail,
+    SubKeyPage,
+)
+from cs2cap_account._secret import SecretKey
+from cs2cap_account.errors import MalformedResponseError, ValidationIssue
+
+__all__ = ["KeyEnvelope", "converter", "parse_timestamp", "structure"]
+
+T = TypeVar("T")
+
+_TIMESTAMP: Final = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,9}))?"
+    r"(?:([Zz])|([+-])(\d{2}):?(\d{2}))?"
+)
+
+
+@attrs.frozen
+class KeyEnvelope:
+    """Body of `GET /account/key`: `{"key": KeyInfo}`."""
+
+    key: KeyInfo
+
+
+def parse_timestamp(value: str) -> dt.datetime:
+    """Parse an ISO 8601 timestamp the API emits into an aware datetime (UTC if unmarked).
+
+    Accepts `Z` or a `±HH:MM` offset and 1 to 9 fractional digits (beyond microseconds,
+    the extra digits are dropped).
+    """
+    match = _TIMESTAMP.fullmatch(value)
+    if match is None:
+        raise ValueError("not an ISO 8601 timestamp")
+    year, month, day, hour, minute, second, fraction, _z, sign, off_h, off_m = match.groups()
+    tz = dt.timezone.utc
+    if sign is not None:
+        offset = dt.timedelta(hours=int(off_h), minutes=int(off_m))
+        tz = dt.timezone(-offset if sign == "-" else offset)
+    micro = int((fraction or "0")[:6].ljust(6, "0"))
+    return dt.datetime(
+        int(year), int(month), int(day), int(hour), int(minute), int(second), micro, tzinfo=tz
+    )
+
+
+def _json_type(value: object) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    return names.get(type(value), "number")
+
+
+def _expect(kind: type | tuple[type, ...], name: str) -> Callable[[Any, Any], Any]:
+    def hook(value: Any, _: Any) -> Any:
+        # bool is an int in Python, never in JSON.
+        if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _tuple(kind)):
+            raise TypeError(f"expected {name}, got {_json_type(value)}")
+        return value
+
+    return hook
+
+
+def _tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def _structure_float(value: Any, _: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"expected number, got {_json_type(value)}")
+    return float(value)
+
+
+def _structure_timestamp(value: Any, _: Any) -> dt.datetime:
+    if not isinstance(value, str):
+        raise TypeError(f"expected an ISO 8601 string, got {_json_type(value)}")
+    return parse_timestamp(value)
+
+
+def _structure_secret(value: Any, _: Any) -> SecretKey:
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"expected a non-empty key string, got {_json_type(value)}")
+    return SecretKey(value)
+
+
+def _structure_any_mapping(value: Any, _: Any) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError(f"expected object, got {_json_type(value)}")
+    return value
+
+
+def _attrs_factory(cl: type[Any], conv: cattrs.Converter) -> Callable[[Any, Any], Any]:
+    inner = make_dict_structure_fn(cl, conv)
+
+    def hook(value: Any, _: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise TypeError(f"expected object, got {_json_type(value)}")
+        return inner(value, cl)
+
+    return hook
+
+
+def _tuple_factory(cl: Any, conv: cattrs.Converter) -> Callable[[Any, Any], Any]:
+    inner = homogenous_tuple_structure_factory(cl, conv)
+
+    def hook(value: Any, _: Any) -> Any:
+        if not isinstance(value, list):
+            raise TypeError(f"expected array, got {_json_type(value)}")
+        return inner(value, cl)
+
+    return hook
+
+
+def _is_homogenous_tuple(cl: Any) -> bool:
+    args = get_args(cl)
+    return is_sequence(cl) and len(args) == 2 and args[1] is Ellipsis
+
+
+def _make_converter() -> cattrs.Converter:
+    conv = cattrs.Converter(detailed_validation=True, forbid_extra_keys=False)
+    conv.register_structure_hook(str, _expect(str, "string"))
+    conv.register_structure_hook(int, _expect(int, "integer"))
+    conv.register_structure_hook(bool, _expect(bool, "boolean"))
+    conv.register_structure_hook(float, _structure_float)
+    conv.register_structure_hook_func(
+        lambda cl: cl == (str | int), _expect((str, int), "string or integer")
+    )
+    conv.register_structure_hook(dt.datetime, _structure_timestamp)
+    conv.register_structure_hook(SecretKey, _structure_secret)
+    conv.register_structure_hook_func(lambda cl: cl == Mapping[str, Any], _structure_any_mapping)
+    conv.register_structure_hook_factory(_is_homogenous_tuple, _tuple_factory)
+    conv.register_structure_hook_factory(attrs.has, _attrs_factory)
+    return conv
+
+
+converter: Final = _make_converter()
+
+# Compile every response's structure function once, at import, not on the first request.
+_HOOKS: Final[dict[type[Any], Callable[[Any, Any], Any]]] = {
+    cl: converter.get_structure_hook(cl)
+    for cl in (
+        KeyEnvelope,
+        ReissuedKey,
+        SubKeyPage,
+        SubKeyDetail,
+        CreatedSubKey,
+        RevokedSubKey,
+        ValidationIssue,
+    )
+}
+
+
+def structure(data: Any, cl: type[T], *, status_code: int | None = None) -> T:
+    """Build `cl` from decoded JSON, or raise `MalformedResponseError` naming the field."""
+    hook = _HOOKS.get(cl) or converter.get_structure_hook(cl)
+    try:
+        return hook(data, cl)  # type: ignore[no-any-return]
+    except BaseValidationError as exc:
+        problems = cattrs.transform_error(exc, path="")
+        first = problems[0] if problems else "invalid body"
+        reason, _, where = first.rpartition(" @ ")
+        field = where.lstrip("$.") or None
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise MalformedResponseError(
+            f"malformed {cl.__name__} response: {reason or first} at field "
+            f"{field or '<body>'!s}{more}",
+            status_code=status_code,
+            field=field,
+        ) from exc
+    except (TypeError, ValueError, KeyError, OverflowError) as exc:
+        raise MalformedResponseError(
+            f"malformed {cl.__name__} response: {exc}", status_code=status_code
+        ) from exc

@@ -1,0 +1,473 @@
+"""The session layer: the one path every request takes.
+
+    request()  ── for each attempt ──>  limiter ─> transport (one HTTP attempt)
+                                         ─> rate-limit headers ─> status ─> model or error
+               <── on failure: may it be retried?  (safe to repeat, or proven not applied)
+                   wait max(backoff, Retry-After), within max_retry_wait and the deadline
+
+Retries use tenacity's wait and stop strategies, wrapped here and nowhere else. A request
+that is not safe to repeat (a POST) is retried only when the server provably did not act
+on it: the connection was never made, or it answered 429. Any other failure after it was
+sent is *ambiguous*; the caller may pass `on_ambiguous`, which either proves the request
+did not take effect (it returns, and the request is retried) or raises.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Final, TypeVar
+
+import attrs
+from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, wait_exponential_jitter
+from tenacity.stop import stop_base
+
+from cs2cap_account._clock import Clock, SystemClock
+from cs2cap_account._converter import structure
+from cs2cap_account._models import RateLimitInfo
+from cs2cap_account._ratelimit import SlidingWindowLimiter, parse_rate_limit
+from cs2cap_account._secret import SecretKey
+from cs2cap_account._transport import Response, Transport
+from cs2cap_account.errors import (
+    APIConnectionError,
+    APIStatusError,
+    AuthenticationError,
+    CS2CapError,
+    InternalServerError,
+    MalformedResponseError,
+    RateLimitError,
+    ValidationIssue,
+    error_class_for,
+)
+
+__all__ = [
+    "Credentials",
+    "Hooks",
+    "Options",
+    "RequestEvent",
+    "ResponseEvent",
+    "RetryEvent",
+    "Session",
+    "Shared",
+]
+
+T = TypeVar("T")
+
+logger: Final = logging.getLogger("cs2cap_account")
+
+RETRYABLE_STATUS: Final = frozenset({408, 429, 500, 502, 503, 504})
+PER_MINUTE_LIMIT: Final = "RATE_LIMIT_EXCEEDED"
+# The backoff: 0.5 s, 1 s, 2 s, ... capped at 8 s, each plus up to 0.5 s of jitter.
+_RETRYING: Final = AsyncRetrying(
+    wait=wait_exponential_jitter(initial=0.5, max=8.0, jitter=0.5), reraise=True
+)
+_RATE_HEADERS: Final = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Tier")
+
+
+@attrs.frozen
+class RequestEvent:
+    """An attempt is about to be sent."""
+
+    method: str
+    path: str
+    attempt: int
+
+
+@attrs.frozen
+class ResponseEvent:
+    """An attempt got an HTTP response (of any status). `elapsed` is in seconds."""
+
+    method: str
+    path: str
+    attempt: int
+    status_code: int
+    elapsed: float
+
+
+@attrs.frozen
+class RetryEvent:
+    """An attempt failed and will be retried after `wait` seconds."""
+
+    method: str
+    path: str
+    attempt: int
+    wait: float
+    error: CS2CapError
+
+
+@attrs.frozen
+class Hooks:
+    """Instrumentation callbacks, for metrics. Each is called synchronously with an event.
+
+    A hook that raises is logged and ignored; it never fails the request.
+    """
+
+    on_request: Sequence[Callable[[RequestEvent], object]] = ()
+    on_response: Sequence[Callable[[ResponseEvent], object]] = ()
+    on_retry: Sequence[Callable[[RetryEvent], object]] = ()
+
+
+@attrs.frozen
+class Options:
+    """Per-client request settings; `with_options()` makes a copy with some changed."""
+
+    timeout: float = 30.0
+    max_retries: int = 2
+    deadline: float | None = None
+    max_retry_wait: float = 60.0
+
+    def __attrs_post_init__(self) -> None:
+        if self.timeout <= 0:
+            raise ValueError("timeout must be positive")
+        if self.max_retries < 0:
+            raise ValueError("max_retries must be 0 or more")
+        if self.deadline is not None and self.deadline <= 0:
+            raise ValueError("deadline must be positive")
+        if self.max_retry_wait < 0:
+            raise ValueError("max_retry_wait must be 0 or more")
+
+    @property
+    def stop(self) -> stop_base:
+        """Tenacity's stop strategy for these options."""
+        return stop_after_attempt(self.max_retries + 1)
+
+
+def _bearer_headers(token: SecretKey, user_agent: str) -> dict[str, str]:
+    return {
+        "Authorization": f"Bearer {token.reveal()}",
+        "Accept": "application/json",
+        "User-Agent": user_agent,
+    }
+
+
+@attrs.define
+class Credentials:
+    """The credential a client (and every `with_options` copy of it) sends.
+
+    The API key wins over the session token when both are set. `reload`, when set (the
+    KeyRotator sets it), is asked for the stored key after a 401; it never reissues.
+    """
+
+    _api_key: SecretKey | None
+    _session_token: SecretKey | None
+    user_agent: str
+    reload: Callable[[], Awaitable[SecretKey | None]] | None = None
+    _headers: dict[str, str] = attrs.field(init=False)
+    _json_headers: dict[str, str] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        self._headers = _bearer_headers(self.current, self.user_agent)
+        self._json_headers = {**self._headers, "Content-Type": "application/json"}
+
+    @property
+    def current(self) -> SecretKey:
+        """The credential sent now."""
+        token = self._api_key or self._session_token
+        assert token is not None  # AccountClient refuses to start without one
+        return token
+
+    @property
+    def api_key(self) -> SecretKey | None:
+        """The API key, if the client has one."""
+        return self._api_key
+
+    @property
+    def session_token(self) -> SecretKey | None:
+        """The session JWT, if the client has one."""
+        return self._session_token
+
+    def use(self, api_key: SecretKey) -> None:
+        """Switch every later request to `api_key`."""
+        self._api_key = api_key
+        self._rebuild()
+
+    def headers(self, *, json_body: bool, token: SecretKey | None = None) -> Mapping[str, str]:
+        """Request headers for the current credential, or for `token` when given."""
+        if token is not None:
+            headers = _bearer_headers(token, self.user_agent)
+            if json_body:
+                headers["Content-Type"] = "application/json"
+            return headers
+        return self._json_headers if json_body else self._headers
+
+
+@attrs.define
+class Shared:
+    """State shared by a client and all of its `with_options` copies."""
+
+    transport: Transport
+    base_url: str
+    credentials: Credentials
+    clock: Clock = attrs.field(factory=SystemClock)
+    hooks: Hooks = attrs.field(factory=Hooks)
+    limiter: SlidingWindowLimiter | None = None
+    fixed_rate: bool = False
+    _rate_headers: Mapping[str, str] | None = attrs.field(init=False, default=None)
+    _rate_limit: RateLimitInfo | None = attrs.field(init=False, default=None)
+
+    def learn_rate(self, requests_per_minute: int) -> None:
+        """Pace requests at the rate the server reported for this key (unless fixed)."""
+        if self.fixed_rate or requests_per_minute <= 0:
+            return
+        if self.limiter is None:
+            self.limiter = SlidingWindowLimiter(requests_per_minute, clock=self.clock)
+        else:
+            self.limiter.requests_per_minute = requests_per_minute
+
+    def saw_headers(self, headers: Mapping[str, str]) -> None:
+        """Keep the latest response's rate-limit headers; parsed only when asked for."""
+        if any(name in headers for name in _RATE_HEADERS) or "Retry-After" in headers:
+            self._rate_headers = headers
+            self._rate_limit = None
+
+    @property
+    def rate_limit(self) -> RateLimitInfo | None:
+        """`RateLimitInfo` from the latest response that carried rate-limit headers."""
+        if self._rate_limit is None and self._rate_headers is not None:
+            self._rate_limit = parse_rate_limit(self._rate_headers, now=self.clock.now())
+        return self._rate_limit
+
+
+OnAmbiguous = Callable[[CS2CapError], Awaitable[None]]
+
+
+@attrs.define
+class Session:
+    """Sends requests with the retry policy of `options`, sharing `shared` state."""
+
+    shared: Shared
+    options: Options
+    _stop: stop_base = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._stop = self.options.stop
+
+    def with_options(self, options: Options) -> Session:
+        """A session with other options and the same shared state."""
+        return Session(self.shared, options)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        cl: type[T],
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: Mapping[str, Any] | None = None,
+        token: SecretKey | None = None,
+        on_ambiguous: OnAmbiguous | None = None,
+    ) -> T:
+        """Send `method path` and return the body structured as `cl`, retrying as allowed.
+
+        `token` overrides the client's credential for this request (and turns off the
+        reload-after-401). `on_ambiguous` is consulted when a request that is not safe to
+        repeat failed after it was sent.
+        """
+        data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        idempotent = method != "POST"
+        clock = self.shared.clock
+        deadline = (
+            None if self.options.deadline is None else clock.monotonic() + self.options.deadline
+        )
+        attempt = 1
+        reloaded = False
+        state: RetryCallState | None = None
+        while True:
+            try:
+                return await self._attempt(method, path, cl, params, data, token, attempt)
+            except CS2CapError as exc:
+                error = exc
+            if (
+                isinstance(error, AuthenticationError)
+                and token is None
+                and not reloaded
+                and await self._reload_credential()
+            ):
+                reloaded = True
+                continue
+            if not self._retryable(error, idempotent=idempotent):
+                if on_ambiguous is None or not _is_ambiguous(error):
+                    raise error
+                await on_ambiguous(error)  # returns only if the request provably did nothing
+            if state is None:
+                state = RetryCallState(_RETRYING, None, (), {})
+            state.attempt_number = attempt
+            if self._stop(state):
+                raise error
+            retry_after = error.retry_after if isinstance(error, RateLimitError) else None
+            if retry_after is not None and retry_after > self.options.max_retry_wait:
+                raise error
+            wait = max(_RETRYING.wait(state), retry_after or 0.0)
+            if deadline is not None and clock.monotonic() + wait > deadline:
+                raise error
+            self._announce_retry(RetryEvent(method, path, attempt, wait, error))
+            await clock.sleep(wait)
+            attempt += 1
+
+    async def _attempt(
+        self,
+        method: str,
+        path: str,
+        cl: type[T],
+        params: Mapping[str, Any] | None,
+        data: bytes | None,
+        token: SecretKey | None,
+        attempt: int,
+    ) -> T:
+        shared = self.shared
+        if shared.limiter is not None:
+            await shared.limiter.acquire()
+        hooks = shared.hooks
+        if hooks.on_request:
+            _call_hooks(hooks.on_request, RequestEvent(method, path, attempt))
+        headers = shared.credentials.headers(json_body=data is not None, token=token)
+        started = time.perf_counter()
+        try:
+            resp = await shared.transport.send(
+                method,
+                shared.base_url + path,
+                headers=headers,
+                params=params,
+                data=data,
+                timeout=self.options.timeout,
+            )
+        except APIConnectionError as exc:
+            _log_attempt(method, path, type(exc).__name__, attempt, started)
+            raise
+        _log_attempt(method, path, resp.status, attempt, started)
+        shared.saw_headers(resp.headers)
+        if hooks.on_response:
+            elapsed = time.perf_counter() - started
+            _call_hooks(
+                hooks.on_response, ResponseEvent(method, path, attempt, resp.status, elapsed)
+            )
+        if resp.status >= 400:
+            raise _status_error(method, path, resp, shared.clock)
+        return structure(_decode(resp), cl, status_code=resp.status)
+
+    @staticmethod
+    def _retryable(error: CS2CapError, *, idempotent: bool) -> bool:
+        if isinstance(error, RateLimitError):
+            return error.code in (None, PER_MINUTE_LIMIT)
+        if isinstance(error, APIConnectionError):
+            return idempotent or not error.request_sent
+        if isinstance(error, APIStatusError):
+            return idempotent and error.status_code in RETRYABLE_STATUS
+        return False
+
+    async def _reload_credential(self) -> bool:
+        credentials = self.shared.credentials
+        if credentials.reload is None:
+            return False
+        fresh = await credentials.reload()
+        if fresh is None or fresh == credentials.api_key:
+            return False
+        logger.info("reloaded the API key from the store after a 401: now %s", fresh)
+        credentials.use(fresh)
+        return True
+
+    def _announce_retry(self, event: RetryEvent) -> None:
+        logger.info(
+            "retrying %s %s in %.2f s after %s (attempt %d of %d)",
+            event.method,
+            event.path,
+            event.wait,
+            _describe(event.error),
+            event.attempt + 1,
+            self.options.max_retries + 1,
+        )
+        if self.shared.hooks.on_retry:
+            _call_hooks(self.shared.hooks.on_retry, event)
+
+
+def _is_ambiguous(error: CS2CapError) -> bool:
+    """A failure after which the server may or may not have acted on the request."""
+    if isinstance(error, APIConnectionError):
+        return error.request_sent
+    if isinstance(error, InternalServerError | MalformedResponseError):
+        return True
+    return isinstance(error, APIStatusError) and error.status_code == 408
+
+
+def _describe(error: CS2CapError) -> str:
+    if isinstance(error, APIStatusError):
+        return f"HTTP {error.status_code}" + (f" {error.code}" if error.code else "")
+    return type(error).__name__
+
+
+def _log_attempt(method: str, path: str, outcome: object, attempt: int, started: float) -> None:
+    if logger.isEnabledFor(logging.DEBUG):
+        elapsed_ms = (time.perf_counter() - started) * 1000.0
+        logger.debug(
+            "%s %s -> %s (attempt %d, %.1f ms)", method, path, outcome, attempt, elapsed_ms
+        )
+
+
+def _call_hooks(hooks: Sequence[Callable[[Any], object]], event: object) -> None:
+    for hook in hooks:
+        try:
+            hook(event)
+        except Exception:
+            logger.exception("a %s hook raised; ignored", type(event).__name__)
+
+
+def _decode(resp: Response) -> Any:
+    try:
+        return json.loads(resp.body)
+    except (ValueError, RecursionError) as exc:
+        kind = resp.content_type or "no content type"
+        raise MalformedResponseError(
+            f"HTTP {resp.status}: expected a JSON body, got {kind} ({len(resp.body)} bytes)",
+            status_code=resp.status,
+            content_type=resp.content_type,
+        ) from exc
+
+
+def _status_error(method: str, path: str, resp: Response, clock: Clock) -> APIStatusError:
+    code, detail = _error_fields(resp.body)
+    cls = error_class_for(resp.status)
+    if cls is RateLimitError:
+        info = parse_rate_limit(resp.headers, now=clock.now())
+        return RateLimitError(
+            method=method,
+            path=path,
+            code=code,
+            detail=detail,
+            headers=resp.headers,
+            retry_after=info.retry_after if info else None,
+            rate_limit=info,
+        )
+    return cls(
+        status_code=resp.status,
+        method=method,
+        path=path,
+        code=code,
+        detail=detail,
+        headers=resp.headers,
+    )
+
+
+def _error_fields(body: bytes) -> tuple[str | None, str | tuple[ValidationIssue, ...] | None]:
+    """`code` and `detail` of an error body; (None, None) when it is not the API's JSON."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return None, None
+    if not isinstance(data, dict):
+        return None, None
+    code = data.get("code")
+    detail = data.get("detail")
+    if isinstance(detail, list):
+        issues = []
+        for item in detail:
+            try:
+                issues.append(structure(item, ValidationIssue))
+            except MalformedResponseError:
+                continue
+        return (code if isinstance(code, str) else None), tuple(issues)
+    return (code if isinstance(code, str) else None), (detail if isinstance(detail, str) else None)
