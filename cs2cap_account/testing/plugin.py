@@ -1,0 +1,1 @@
+"""pytest plugin for the CS2Cap Account API fake."""
