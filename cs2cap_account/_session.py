@@ -21,13 +21,14 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final, TypeVar
 
 import attrs
-from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, wait_exponential_jitter
+from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt
 from tenacity.stop import stop_base
 
 from cs2cap_account._clock import Clock, SystemClock
 from cs2cap_account._converter import structure
 from cs2cap_account._models import RateLimitInfo
 from cs2cap_account._ratelimit import SlidingWindowLimiter, parse_rate_limit
+from cs2cap_account._retry import BACKOFF
 from cs2cap_account._secret import SecretKey
 from cs2cap_account._transport import Response, Transport
 from cs2cap_account.errors import (
@@ -59,10 +60,7 @@ logger: Final = logging.getLogger("cs2cap_account")
 
 RETRYABLE_STATUS: Final = frozenset({408, 429, 500, 502, 503, 504})
 PER_MINUTE_LIMIT: Final = "RATE_LIMIT_EXCEEDED"
-# The backoff: 0.5 s, 1 s, 2 s, ... capped at 8 s, each plus up to 0.5 s of jitter.
-_RETRYING: Final = AsyncRetrying(
-    wait=wait_exponential_jitter(initial=0.5, max=8.0, jitter=0.5), reraise=True
-)
+_RETRYING: Final = AsyncRetrying(wait=BACKOFF, reraise=True)
 _RATE_HEADERS: Final = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Tier")
 
 
