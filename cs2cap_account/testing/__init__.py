@@ -14,7 +14,6 @@ plugin (see `cs2cap_account.testing.plugin`). From a shell: `cs2cap-account mock
 Nothing here is imported by `import cs2cap_account`.
 """
 
-from cs2cap_account.testing._clock import ManualClock
 from cs2cap_account.testing._faults import (
     ANY_ROUTE,
     HTML_502_PAGE,
@@ -39,6 +38,5 @@ __all__ = [
     "FaultInjector",
     "FaultKind",
     "IssuedKey",
-    "ManualClock",
     "TierLimits",
 ]

@@ -1,13 +1,14 @@
-"""Time for the fake: a monotonic clock for rate windows, a wall clock for timestamps."""
+"""Time for the fake: a monotonic clock for rate windows, a wall clock for timestamps.
+
+Tests pass `cs2cap_account.FakeClock`'s `monotonic` and `now` to move both by hand.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
-import attrs
-
-__all__ = ["ManualClock", "MonotonicClock", "WallClock", "format_timestamp", "system_wall_clock"]
+__all__ = ["MonotonicClock", "WallClock", "format_timestamp", "system_wall_clock"]
 
 MonotonicClock = Callable[[], float]
 """Seconds from an arbitrary origin that never go backwards (like `time.monotonic`)."""
@@ -31,37 +32,3 @@ def format_timestamp(moment: datetime, *, fractional: bool) -> str:
     if fractional:
         return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@attrs.define
-class ManualClock:
-    """A clock that only moves when told to, for both rate windows and timestamps.
-
-    Pass `clock=manual.monotonic` and `wall_clock=manual.now` to `FakeCS2CapAPI`, then call
-    `advance(seconds)` to let a rate window slide or a key age without sleeping::
-
-        clock = ManualClock()
-        async with FakeCS2CapAPI(clock=clock.monotonic, wall_clock=clock.now) as api:
-            ...
-            clock.advance(60)
-    """
-
-    _monotonic: float = attrs.field(default=1_000.0, alias="start")
-    _wall: datetime = attrs.field(
-        factory=lambda: datetime(2026, 3, 2, 10, 30, tzinfo=timezone.utc), alias="wall_start"
-    )
-
-    def monotonic(self) -> float:
-        """Return the current monotonic reading, in seconds."""
-        return self._monotonic
-
-    def now(self) -> datetime:
-        """Return the current wall-clock time (timezone-aware, UTC)."""
-        return self._wall
-
-    def advance(self, seconds: float) -> None:
-        """Move both clocks forward by `seconds` (which must not be negative)."""
-        if seconds < 0:
-            raise ValueError("a clock cannot go backwards")
-        self._monotonic += seconds
-        self._wall += timedelta(seconds=seconds)
