@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -43,6 +44,13 @@ class Http:
 
     session: aiohttp.ClientSession
     api: FakeCS2CapAPI
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, api: FakeCS2CapAPI) -> AsyncIterator[Http]:
+        """A client for `api` with its own session, closed on exit."""
+        async with aiohttp.ClientSession() as session:
+            yield cls(session, api)
 
     async def request(
         self,

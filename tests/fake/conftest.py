@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import pytest
 
 from cs2cap_account import FakeClock
@@ -47,5 +46,5 @@ async def api(make_fake: MakeFake) -> FakeCS2CapAPI:
 @pytest.fixture
 async def http(api: FakeCS2CapAPI) -> AsyncIterator[Http]:
     """A plain aiohttp client for `api`."""
-    async with aiohttp.ClientSession() as session:
-        yield Http(session, api)
+    async with Http.open(api) as client:
+        yield client

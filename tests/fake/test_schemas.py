@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
 import jsonschema  # type: ignore[import-untyped, unused-ignore]
 import pytest
 from referencing import Registry, Resource
@@ -171,10 +170,8 @@ async def test_every_route_and_status_matches_the_published_schemas(
 
     # 403 for a tier that cannot hold child keys.
     pro = await make_fake(tier="pro")
-    async with aiohttp.ClientSession() as session_for_pro:
-        reply = await Http(session_for_pro, pro).post(
-            "/account/sub-keys", token=pro.root_key, json={"name": "x"}
-        )
+    async with Http.open(pro) as http_for_pro:
+        reply = await http_for_pro.post("/account/sub-keys", token=pro.root_key, json={"name": "x"})
     seen.append(("POST", "/v1/account/sub-keys", reply))
     assert reply.status == 403
 
