@@ -8,7 +8,7 @@ async with AccountClient() as client:   # key from CS2C_API_KEY
 ```
 """
 
-from cs2cap_account._client import DEFAULT_BASE_URL, AccountClient, SubKeys
+from cs2cap_account._client import AccountClient, SubKeys
 from cs2cap_account._clock import Clock, FakeClock, SystemClock
 from cs2cap_account._models import (
     CreatedSubKey,
@@ -38,15 +38,18 @@ from cs2cap_account.errors import (
     RateLimitError,
     ReissueOutcomeUnknownError,
     RotationError,
+    StaleGenerationError,
+    StoreError,
     SubKeyOutcomeUnknownError,
     UnprocessableEntityError,
     ValidationIssue,
 )
+from cs2cap_account.rotation import CallbackFailure, KeyRotator, RotationEvent
+from cs2cap_account.stores import FileKeyStore, KeyRecord, KeyStore, MemoryKeyStore
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "DEFAULT_BASE_URL",
     "APIConnectionError",
     "APIStatusError",
     "APITimeoutError",
@@ -54,15 +57,21 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "CS2CapError",
+    "CallbackFailure",
     "Clock",
     "ConflictError",
     "CreatedSubKey",
     "FakeClock",
+    "FileKeyStore",
     "Hooks",
     "InternalServerError",
     "KeyInfo",
     "KeyLostError",
+    "KeyRecord",
+    "KeyRotator",
+    "KeyStore",
     "MalformedResponseError",
+    "MemoryKeyStore",
     "NotFoundError",
     "Pagination",
     "PermissionDeniedError",
@@ -75,7 +84,10 @@ __all__ = [
     "RetryEvent",
     "RevokedSubKey",
     "RotationError",
+    "RotationEvent",
     "SecretKey",
+    "StaleGenerationError",
+    "StoreError",
     "SubKeyDetail",
     "SubKeyOutcomeUnknownError",
     "SubKeyPage",

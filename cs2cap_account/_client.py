@@ -7,7 +7,7 @@ import ipaddress
 import logging
 import os
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Any, Final, Literal
 
@@ -233,6 +233,19 @@ class AccountClient:
         """What the latest response said about the rate limit, or None before any."""
         return self._session.shared.rate_limit
 
+    @property
+    def clock(self) -> Clock:
+        """The clock the client waits on (a `FakeClock` in tests)."""
+        return self._session.shared.clock
+
+    def on_unauthorized(self, reload: Callable[[], Awaitable[SecretKey | None]] | None) -> None:
+        """After a 401, ask `reload` for a newer key and retry once with it.
+
+        `reload` returns the key to switch to, or None to let the 401 stand. It is never a
+        reason to reissue. The `KeyRotator` installs its store here.
+        """
+        self._session.shared.credentials.reload = reload
+
     def use_key(self, api_key: str | SecretKey) -> None:
         """Send `api_key` from now on (this client and every `with_options` copy)."""
         key = _secret(api_key)
@@ -241,12 +254,15 @@ class AccountClient:
 
     # -- routes ---------------------------------------------------------------------
 
-    async def get_key(self) -> KeyInfo:
+    async def get_key(self, *, key: str | SecretKey | None = None) -> KeyInfo:
         """`GET /account/key`: metadata of the key in use (the root key for a session JWT).
 
         Also teaches the client's rate limiter the key's enforced rate, unless
-        `requests_per_minute` was given.
+        `requests_per_minute` was given. With `key`, describes that key instead, without
+        changing what the client sends; a 401 then means that key does not authenticate.
         """
+        if key is not None:
+            return await self._active_root(key if isinstance(key, SecretKey) else SecretKey(key))
         info = (await self._session.request("GET", "/account/key", KeyEnvelope)).key
         self._session.shared.learn_rate(info.effective_rate_requests_per_minute)
         return info

@@ -150,6 +150,9 @@ def _make_converter() -> cattrs.Converter:
     conv.register_structure_hook_func(lambda cl: cl == Mapping[str, Any], _structure_any_mapping)
     conv.register_structure_hook_factory(_is_homogenous_tuple, _tuple_factory)
     conv.register_structure_hook_factory(attrs.has, _attrs_factory)
+    # Unstructuring serves the key stores, which must hold the plaintext.
+    conv.register_unstructure_hook(SecretKey, SecretKey.reveal)
+    conv.register_unstructure_hook(dt.datetime, dt.datetime.isoformat)
     return conv
 
 

@@ -7,12 +7,15 @@ Both sleep through the injected `Clock`, so tests never wait for real.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 from tenacity import (
     AsyncRetrying,
-    retry_if_exception,
+    RetryCallState,
+    retry_if_exception_type,
     stop_after_attempt,
+    stop_never,
     wait_exponential_jitter,
 )
 from tenacity.retry import retry_base
@@ -28,19 +31,21 @@ BACKOFF: Final[wait_base] = wait_exponential_jitter(initial=0.5, max=8.0, jitter
 
 def retrying(
     *,
-    attempts: int,
+    attempts: int | None,
     clock: Clock,
     retry: retry_base | None = None,
     wait: wait_base = BACKOFF,
+    before_sleep: Callable[[RetryCallState], None] | None = None,
 ) -> AsyncRetrying:
-    """An `AsyncRetrying` that makes `attempts` tries with `wait` between, on `clock`.
+    """An `AsyncRetrying` that makes `attempts` tries (None: forever), waiting on `clock`.
 
     By default every `Exception` is retried; the last one is re-raised as it was.
     """
     return AsyncRetrying(
-        stop=stop_after_attempt(attempts),
+        stop=stop_never if attempts is None else stop_after_attempt(attempts),
         wait=wait,
-        retry=retry or retry_if_exception(lambda exc: isinstance(exc, Exception)),
+        retry=retry or retry_if_exception_type(Exception),
         sleep=clock.sleep,
+        before_sleep=before_sleep,
         reraise=True,
     )

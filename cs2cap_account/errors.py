@@ -17,7 +17,9 @@ CS2CapError
 │   └── SubKeyOutcomeUnknownError  a child key may or may not have been created
 ├── KeyLostError                   the reissue happened but its response was lost
 ├── MalformedResponseError         the body was not what the API documents
-└── RotationError                  the KeyRotator could not complete a rotation
+├── RotationError                  the KeyRotator could not complete a rotation
+└── StoreError                     a key store could not be read or written
+    └── StaleGenerationError       a save was fenced off: the store holds a newer key
 ```
 
 No message or repr in this module ever holds a plaintext key: server-supplied text is
@@ -52,6 +54,8 @@ __all__ = [
     "RateLimitError",
     "ReissueOutcomeUnknownError",
     "RotationError",
+    "StaleGenerationError",
+    "StoreError",
     "SubKeyOutcomeUnknownError",
     "UnprocessableEntityError",
     "ValidationIssue",
@@ -288,6 +292,23 @@ class RotationError(CS2CapError):
     def __init__(self, message: str, *, previous_key_id: str | None = None) -> None:
         super().__init__(message)
         self.previous_key_id = previous_key_id
+
+
+class StoreError(CS2CapError):
+    """A key store could not be read or written (permissions, disk, network, format)."""
+
+
+class StaleGenerationError(StoreError):
+    """A save was refused because the store already holds a newer generation.
+
+    `stored_generation` is the generation the store holds; `expected_generation` the one
+    the writer based its change on.
+    """
+
+    def __init__(self, message: str, *, expected_generation: int, stored_generation: int) -> None:
+        super().__init__(message)
+        self.expected_generation = expected_generation
+        self.stored_generation = stored_generation
 
 
 STATUS_ERRORS: Mapping[int, type[APIStatusError]] = {

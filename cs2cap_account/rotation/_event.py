@@ -1,0 +1,45 @@
+"""What a rotation announces: `RotationEvent`."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+
+import attrs
+
+from cs2cap_account._models import CreatedSubKey
+from cs2cap_account._secret import SecretKey
+
+__all__ = ["CallbackFailure", "RotationEvent"]
+
+
+@attrs.frozen
+class CallbackFailure:
+    """A rotation callback that still failed after its retries."""
+
+    callback: str
+    error: BaseException
+    attempts: int
+
+
+@attrs.frozen
+class RotationEvent:
+    """A new root key is in force: saved in the store and used by the client.
+
+    `generation` counts rotations in the store. `sub_keys` holds the child keys
+    re-created after the rotation, by name. `callback_errors` lists the callbacks that
+    failed (the rotation stands regardless); `sub_key_errors` the children that could not
+    be re-created. `reason` is what started it: `"manual"` (or the caller's text),
+    `"max_age"`, `"before_expiry"`, `"recovery"`, or `"adopted"` when another process
+    rotated and this one took over its key.
+    """
+
+    new_key: SecretKey
+    key_id: str
+    previous_key_id: str | None
+    generation: int
+    rotated_at: dt.datetime
+    reason: str
+    sub_keys: Mapping[str, CreatedSubKey] = attrs.field(factory=dict)
+    callback_errors: tuple[CallbackFailure, ...] = ()
+    sub_key_errors: Mapping[str, BaseException] = attrs.field(factory=dict)

@@ -1,0 +1,125 @@
+"""`FileKeyStore`: a JSON file that several processes on one host share safely."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import os
+import secrets
+import stat
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from cs2cap_account.errors import StoreError
+from cs2cap_account.stores._memory import check_generation
+from cs2cap_account.stores._record import KeyRecord, dump_record, load_record
+
+__all__ = ["FileKeyStore"]
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+class FileKeyStore:
+    """Keeps the key in a JSON file (mode 0600), replaced atomically on every save.
+
+    A save writes a new file beside it, fsyncs it, renames it over the old one and
+    fsyncs the directory, so a crash or a full disk leaves the previous key intact.
+    An `fcntl` lock on `<path>.lock` serialises rotations of every process on the host.
+    The file is refused, with a clear error, if it is a symlink or readable by others.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._lock_path = self.path.with_name(self.path.name + ".lock")
+        self._local = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"FileKeyStore({str(self.path)!r})"
+
+    async def load(self) -> KeyRecord | None:
+        """Read and parse the file; None if it does not exist yet."""
+        return await asyncio.to_thread(self._read)
+
+    async def save(self, record: KeyRecord, *, expected_generation: int | None) -> None:
+        """Compare-and-set on the generation, then replace the file atomically."""
+        await asyncio.to_thread(self._save, record, expected_generation)
+
+    @asynccontextmanager
+    async def lock(self) -> AsyncIterator[None]:
+        """Hold the host-wide rotation lock (and this process's)."""
+        async with self._local:
+            fd = await asyncio.to_thread(self._acquire)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+
+    async def aclose(self) -> None:
+        """Nothing stays open between calls."""
+
+    # -- blocking parts, run in a worker thread ---------------------------------------
+
+    def _read(self) -> KeyRecord | None:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | _NOFOLLOW)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise StoreError(
+                    f"{self.path} is a symlink; refusing to read a key through it"
+                ) from exc
+            raise StoreError(f"cannot read {self.path}: {exc.strerror}") from exc
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise StoreError(f"{self.path} is not a regular file")
+            if info.st_mode & 0o077:
+                raise StoreError(
+                    f"{self.path} is readable by others (mode {stat.S_IMODE(info.st_mode):04o}); "
+                    f"refusing to use it: run `chmod 600 {self.path}`"
+                )
+            with os.fdopen(fd, "rb", closefd=False) as handle:
+                data = handle.read()
+        finally:
+            os.close(fd)
+        return load_record(data, source=str(self.path))
+
+    def _save(self, record: KeyRecord, expected_generation: int | None) -> None:
+        check_generation(self._read(), expected_generation, where=str(self.path))
+        data = dump_record(record)
+        directory = self.path.parent
+        tmp = directory / f".{self.path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StoreError(
+                f"cannot write {self.path}: {exc.strerror}; the previous key is intact"
+            ) from exc
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def _acquire(self) -> int:
+        try:
+            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot open the lock file {self._lock_path}: {exc.strerror}"
+            ) from exc
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return fd

@@ -1,0 +1,53 @@
+"""`MemoryKeyStore`: a store for one process, and for tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from cs2cap_account.errors import StaleGenerationError
+from cs2cap_account.stores._record import KeyRecord
+
+__all__ = ["MemoryKeyStore", "check_generation"]
+
+
+def check_generation(stored: KeyRecord | None, expected: int | None, *, where: str) -> None:
+    """Raise `StaleGenerationError` unless `stored` is at generation `expected`."""
+    actual = None if stored is None else stored.generation
+    if actual != expected:
+        raise StaleGenerationError(
+            f"{where} holds generation {actual}, not {expected}: another rotator saved first",
+            expected_generation=-1 if expected is None else expected,
+            stored_generation=-1 if actual is None else actual,
+        )
+
+
+class MemoryKeyStore:
+    """Keeps the record in memory: nothing survives the process. For one process only."""
+
+    def __init__(self, record: KeyRecord | None = None) -> None:
+        self._record = record
+        self._lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        generation = None if self._record is None else self._record.generation
+        return f"MemoryKeyStore(generation={generation})"
+
+    async def load(self) -> KeyRecord | None:
+        """The stored record, or None."""
+        return self._record
+
+    async def save(self, record: KeyRecord, *, expected_generation: int | None) -> None:
+        """Compare-and-set on the generation."""
+        check_generation(self._record, expected_generation, where="the memory store")
+        self._record = record
+
+    @asynccontextmanager
+    async def lock(self) -> AsyncIterator[None]:
+        """Serialise rotations within this process."""
+        async with self._lock:
+            yield
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
