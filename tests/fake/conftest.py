@@ -1,4 +1,4 @@
-"""Fixtures for the fake's own tests: a fake on a manual clock, and a plain HTTP client."""
+"""Fixtures for the fake's own tests: fakes on the virtual `clock`, and a plain HTTP client."""
 
 from __future__ import annotations
 
@@ -11,12 +11,6 @@ from cs2cap_account import FakeClock
 from cs2cap_account.testing import FakeCS2CapAPI
 
 from ._support import Http, MakeFake
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    """A clock the test moves by hand (used for both rate windows and timestamps)."""
-    return FakeClock()
 
 
 @pytest.fixture
