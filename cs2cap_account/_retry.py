@@ -16,7 +16,8 @@ from tenacity import (
     retry_if_exception_type,
     stop_after_attempt,
     stop_never,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 from tenacity.retry import retry_base
 from tenacity.wait import wait_base
@@ -25,8 +26,8 @@ from cs2cap_account._clock import Clock
 
 __all__ = ["BACKOFF", "retrying"]
 
-# 0.5 s, 1 s, 2 s, ... capped at 8 s, each plus up to 0.5 s of jitter.
-BACKOFF: Final[wait_base] = wait_exponential_jitter(initial=0.5, max=8.0, jitter=0.5)
+# 0.5 s, 1 s, 2 s, 4 s, then 7.5 s, each plus up to 0.5 s of jitter: never above 8 s.
+BACKOFF: Final[wait_base] = wait_exponential(multiplier=0.5, max=7.5) + wait_random(0, 0.5)
 
 
 def retrying(

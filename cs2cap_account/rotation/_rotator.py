@@ -33,7 +33,8 @@ from tenacity import (
     RetryCallState,
     retry_if_exception,
     retry_if_exception_type,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from cs2cap_account._client import AccountClient
@@ -212,7 +213,7 @@ class KeyRotator:
             async for attempt in retrying(
                 attempts=None,
                 clock=self._clock,
-                wait=wait_exponential_jitter(initial=1.0, max=cap, jitter=1.0),
+                wait=wait_exponential(multiplier=1.0, max=cap) + wait_random(0, 1.0),
                 before_sleep=_log_failed_check,
             ):
                 with attempt:

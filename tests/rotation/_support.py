@@ -1,0 +1,41 @@
+"""Test doubles for rotation tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from cs2cap_account import KeyRecord, MemoryKeyStore, StoreError
+
+
+class FlakyStore(MemoryKeyStore):
+    """A memory store whose saves fail while `failing(record)` says so.
+
+    `failures` counts refused saves; `saves` every save that went through.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failing: Callable[[KeyRecord], bool] = lambda _record: False
+        self.failures = 0
+        self.saves: list[KeyRecord] = []
+
+    async def save(self, record: KeyRecord, *, expected_generation: int | None) -> None:
+        """Refuse like a full disk when `failing(record)`, else save."""
+        if self.failing(record):
+            self.failures += 1
+            raise StoreError("disk full (simulated)")
+        await super().save(record, expected_generation=expected_generation)
+        self.saves.append(record)
+
+
+def fail_times(count: int, when: Callable[[KeyRecord], bool]) -> Callable[[KeyRecord], bool]:
+    """A `failing` predicate that refuses the first `count` saves matching `when`."""
+    remaining = [count]
+
+    def failing(record: KeyRecord) -> bool:
+        if remaining[0] > 0 and when(record):
+            remaining[0] -= 1
+            return True
+        return False
+
+    return failing
