@@ -161,7 +161,7 @@ async def _answer(backend: Backend, route: Route, request: web.Request) -> _Repl
     window = backend.limiter.hit(caller.bucket, caller.requests_per_minute)
     headers = _window_headers(window, state.tier.name)
     try:
-        if window.retry_after is not None:
+        if window.refused:
             retry_after = {"Retry-After": str(window.retry_after)}
             raise ApiError(429, "RATE_LIMIT_EXCEEDED", "Too Many Requests", headers=retry_after)
         if route.management and caller.kind == "child":
@@ -210,10 +210,8 @@ def _json_for_unknown_routes(backend: Backend) -> Middleware:
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             return await handler(request)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            code = "NOT_FOUND" if exc.status == 404 else "METHOD_NOT_ALLOWED"
+        except web.HTTPException as exc:  # the router's 404 and 405
+            code = exc.reason.upper().replace(" ", "_")
             headers = _rate_headers(backend, None)
             if "Allow" in exc.headers:
                 headers["Allow"] = exc.headers["Allow"]

@@ -51,18 +51,23 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _async_fixture(func: _F) -> _F:
     """`pytest_asyncio.fixture`, or a fixture that explains why it cannot run."""
-    if pytest_asyncio is not None:
-        return cast("_F", pytest_asyncio.fixture(func))
+    if pytest_asyncio is None:  # pragma: no cover - only where pytest-asyncio is missing
+        return _unavailable(func)
+    return cast("_F", pytest_asyncio.fixture(func))
 
-    def unavailable() -> NoReturn:  # pragma: no cover - needs pytest-asyncio missing
+
+def _unavailable(func: _F) -> _F:  # pragma: no cover - only where pytest-asyncio is missing
+    """A synchronous stand-in for `func` that fails the test with an install hint."""
+
+    def fail() -> NoReturn:
         pytest.fail(
             f"the {func.__name__} fixture is async and needs pytest-asyncio: "
             "pip install pytest-asyncio (or cs2cap-account[test])",
             pytrace=False,
         )
 
-    unavailable.__doc__ = func.__doc__
-    return cast("_F", pytest.fixture(name=func.__name__)(unavailable))
+    fail.__doc__ = func.__doc__
+    return cast("_F", pytest.fixture(name=func.__name__)(fail))
 
 
 @_async_fixture

@@ -38,6 +38,10 @@ async def test_times_and_any_route_and_order(api: FakeCS2CapAPI, http: Http) -> 
     codes = [(await http.get("/account/key", token=api.root_key)).code for _ in range(3)]
     assert codes == ["A", "A", "B"]
     assert (await http.get("/account/key", token=api.root_key)).status == 200
+    api.faults.fail("get_key")
+    assert (await http.get("/account/sub-keys", token=api.root_key)).status == 200
+    assert api.faults.pending == 1
+    api.faults.clear()
     api.faults.fail(ANY_ROUTE)
     assert (await http.get("/account/sub-keys", token=api.root_key)).status == 503
 

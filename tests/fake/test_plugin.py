@@ -5,9 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 from cs2cap_account import AccountClient
 from cs2cap_account.testing import FakeCS2CapAPI
@@ -39,11 +41,20 @@ async def test_cs2cap_client_talks_to_the_fake(
     assert fake_cs2cap.requests["get_key"] >= 1
 
 
+async def test_the_app_can_be_served_by_aiohttp_test_utils() -> None:
+    """`api.app` is a plain aiohttp application, usable with `aiohttp.test_utils`."""
+    api = FakeCS2CapAPI()
+    async with TestServer(api.app) as server, TestClient(server) as client:
+        headers = {"Authorization": f"Bearer {api.root_key.reveal()}"}
+        response = await client.get("/v1/account/key", headers=headers)
+        assert response.status == 200
+
+
 def test_the_plugin_is_registered_by_entry_point(pytestconfig: pytest.Config) -> None:
-    """Installing the package registers the plugin under `cs2cap_account`."""
-    plugin = pytestconfig.pluginmanager.get_plugin("cs2cap_account")
-    assert plugin is not None
-    assert plugin.__name__ == "cs2cap_account.testing.plugin"
+    """The package declares the plugin under `pytest11`, and this run has it loaded."""
+    declared = {ep.name: ep.value for ep in entry_points(group="pytest11")}
+    assert declared["cs2cap_account"] == "cs2cap_account.testing.plugin"
+    assert sys.modules["cs2cap_account.testing.plugin"] in pytestconfig.pluginmanager.get_plugins()
 
 
 def test_without_pytest_asyncio_the_fixtures_explain_themselves(tmp_path: Path) -> None:

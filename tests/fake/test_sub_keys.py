@@ -116,13 +116,20 @@ async def test_update_changes_only_what_was_sent(api: FakeCS2CapAPI, http: Http)
     assert renamed["key"]["name"] == "bot-2"
     assert renamed["key"]["rate_requests_per_minute_override"] == 50
     cleared = await http.patch(
-        path, token=api.root_key, json={"rate_requests_per_minute_override": None, "name": None}
+        path,
+        token=api.root_key,
+        json={
+            "rate_requests_per_minute_override": None,
+            "quota_requests_per_month_override": 800,
+            "name": None,
+        },
     )
     info = cleared.json["key"]
     assert info["name"] == "bot-2"
     assert info["rate_requests_per_minute_override"] is None
     assert info["effective_rate_requests_per_minute"] == 300
-    assert info["quota_requests_per_month_override"] == 900
+    assert info["quota_requests_per_month_override"] == 800
+    assert info["effective_quota_requests_per_month"] == 800
     unchanged = await http.patch(path, token=api.root_key, json={})
     assert unchanged.json["key"] == {**info, "last_used_at": unchanged.json["key"]["last_used_at"]}
 
