@@ -1,0 +1,1 @@
+"""Unit tests: request/response mapping of the foundation, against mocked HTTP."""

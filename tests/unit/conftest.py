@@ -1,0 +1,28 @@
+"""Fixtures of the unit tests: mocked HTTP and a client pointed at it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from aioresponses import aioresponses
+
+from cs2cap_account import AccountClient, FakeClock
+
+from ._payloads import BASE_URL, ROOT_KEY
+
+
+@pytest.fixture
+def mock() -> Iterator[aioresponses]:
+    """Every aiohttp request is answered by what the test registered (else: refused)."""
+    with aioresponses() as mocked:
+        yield mocked
+
+
+@pytest.fixture
+async def client(clock: FakeClock) -> AsyncIterator[AccountClient]:
+    """A client with the root key, virtual time and no client-side pacing."""
+    async with AccountClient(
+        ROOT_KEY, base_url=BASE_URL, clock=clock, requests_per_minute=0
+    ) as account:
+        yield account
