@@ -8,7 +8,8 @@ from typing import Final
 
 __all__ = ["SecretKey", "redact_text"]
 
-_PREFIX: Final = re.compile(r"^(?:[a-z]+_){1,4}")
+# The key's type, never any of its random part: `sk_live_root_`, `sk_live_child_`, `sk_test_`.
+_PREFIX: Final = re.compile(r"^sk_(?:live|test)_(?:(?:root|child)_)?")
 # Anything that looks like a CS2Cap key or a JWT, wherever it appears in free text.
 _SECRET_LIKE: Final = re.compile(
     r"sk_(?:live|test)_[A-Za-z0-9_\-]{4,}"
@@ -37,6 +38,9 @@ class SecretKey:
         object.__setattr__(self, "_value", value)
 
     def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("SecretKey is immutable")
+
+    def __delattr__(self, name: str) -> None:
         raise AttributeError("SecretKey is immutable")
 
     def reveal(self) -> str:
@@ -72,4 +76,11 @@ class SecretKey:
 
 def redact_text(text: str) -> str:
     """Replace anything shaped like a key or a JWT in `text` with its redacted form."""
-    return _SECRET_LIKE.sub(lambda m: SecretKey(m.group(0)).redacted, text)
+    return _SECRET_LIKE.sub(_redact_match, text)
+
+
+def _redact_match(match: re.Match[str]) -> str:
+    # Followed by "…", it is already redacted: leave it, so redacting twice changes nothing.
+    if match.string.startswith("…", match.end()):
+        return match.group(0)
+    return SecretKey(match.group(0)).redacted
