@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
+from multidict import CIMultiDict
 
 from cs2cap_account._secret import redact_text
 
@@ -73,6 +74,23 @@ class ValidationIssue:
     ctx: Mapping[str, Any] | None = None
 
 
+def _redact_detail(
+    detail: str | tuple[ValidationIssue, ...] | None,
+) -> str | tuple[ValidationIssue, ...] | None:
+    if isinstance(detail, str):
+        return redact_text(detail)
+    if detail is None:
+        return None
+    return tuple(
+        attrs.evolve(
+            issue,
+            msg=redact_text(issue.msg),
+            input=redact_text(issue.input) if isinstance(issue.input, str) else issue.input,
+        )
+        for issue in detail
+    )
+
+
 class CS2CapError(Exception):
     """Base class of every error raised by cs2cap-account."""
 
@@ -111,8 +129,9 @@ class APIStatusError(CS2CapError):
         self.method = method
         self.path = path
         self.code = code
-        self.detail = detail
-        self.headers: Mapping[str, str] = dict(headers or {})
+        self.detail = _redact_detail(detail)
+        # Header names are case-insensitive (and lowercased by HTTP/2 proxies).
+        self.headers: Mapping[str, str] = CIMultiDict(headers or {})
         super().__init__(self._describe())
 
     def _describe(self) -> str:
