@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -192,7 +192,7 @@ class KeyRotator:
             self._inflight = task
         return await asyncio.shield(self._inflight)
 
-    async def events(self) -> AsyncIterator[RotationEvent]:
+    async def events(self) -> AsyncGenerator[RotationEvent, None]:
         """Every `RotationEvent` from the moment iteration starts, as it is announced."""
         queue: asyncio.Queue[RotationEvent] = asyncio.Queue()
         self._subscribers.add(queue)
@@ -261,17 +261,20 @@ class KeyRotator:
             yield
 
     async def check(self) -> RotationEvent | None:
-        """One scheduled check: catch up with the store, then rotate if the key is due."""
-        await self._catch_up()
+        """One scheduled check: catch up with the store, then rotate if the key is due.
+
+        Returns the event of a rotation this check finished, adopted or made, if any.
+        """
+        caught_up = await self._catch_up()
         if self._halted is not None:
             logger.error("not rotating: %s", self._halted)
-            return None
+            return caught_up
         info = await self._client.get_key()
         reason = due_reason(
             info, self._clock.now(), max_age=self._max_age, before_expiry=self._before_expiry
         )
         if reason is None:
-            return None
+            return caught_up
         logger.info("root key %s is due for rotation (%s)", info.id, reason)
         return await self.rotate_now(reason)
 
@@ -535,6 +538,8 @@ class KeyRotator:
         if record is None:
             await self._initialise()
             return None
+        if self._halted is not None and record.generation == self._generation:
+            return None  # the key is lost: wait for a new one to appear in the store
         if self._unsaved is not None and record.generation + 1 == self._unsaved.generation:
             saved = await self._save_new_key(record, self._unsaved.key, self._unsaved.key_id)
             return await self._complete(saved)

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from cs2cap_account import KeyRecord, MemoryKeyStore, StoreError
+from cs2cap_account import (
+    AccountClient,
+    Hooks,
+    KeyRecord,
+    MemoryKeyStore,
+    RequestEvent,
+    ResponseEvent,
+    StoreError,
+)
+from cs2cap_account.testing import FakeCS2CapAPI
 
 
 class FlakyStore(MemoryKeyStore):
@@ -39,3 +48,21 @@ def fail_times(count: int, when: Callable[[KeyRecord], bool]) -> Callable[[KeyRe
         return False
 
     return failing
+
+
+def hooked_client(
+    api: FakeCS2CapAPI,
+    like: AccountClient,
+    *,
+    on_request: Sequence[Callable[[RequestEvent], object]] = (),
+    on_response: Sequence[Callable[[ResponseEvent], object]] = (),
+) -> AccountClient:
+    """A client like `like` (same fake, same clock) with instrumentation hooks, which
+    tests use to arm a fault at the exact step of the protocol they target.
+    """
+    return AccountClient(
+        api.root_key,
+        base_url=api.base_url,
+        clock=like.clock,
+        hooks=Hooks(on_request=on_request, on_response=on_response),
+    )

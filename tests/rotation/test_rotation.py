@@ -59,7 +59,11 @@ async def test_aged_key_is_rotated_right_after_start(
     api.age_root_key(dt.timedelta(days=40))
     rotator = KeyRotator(client, max_age=dt.timedelta(days=30), check_interval=3600)
     rotated: asyncio.Future[RotationEvent] = asyncio.get_running_loop().create_future()
-    rotator.on_rotate(lambda event: rotated.done() or rotated.set_result(event))
+
+    @rotator.on_rotate
+    def first_rotation(event: RotationEvent) -> None:
+        if not rotated.done():
+            rotated.set_result(event)
 
     async with rotator:
         event = await asyncio.wait_for(rotated, 10)

@@ -1,0 +1,238 @@
+"""Every fault of the fake at every step of a rotation ends safe.
+
+Safe means: the store holds a key that authenticates at the fake, or a RotationError
+says so and the old key still works; and never two reissues for one rotation, except
+a recovery with the session JWT after a lost response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from cs2cap_account import (
+    AccountClient,
+    KeyLostError,
+    KeyRotator,
+    MemoryKeyStore,
+    RequestEvent,
+    ResponseEvent,
+    RotationError,
+)
+from cs2cap_account.testing import FakeCS2CapAPI
+
+from ._support import FlakyStore, fail_times, hooked_client
+
+
+async def stored_key_works(api: FakeCS2CapAPI, store: MemoryKeyStore) -> bool:
+    """Whether the store's current key authenticates at the fake."""
+    record = await store.load()
+    return record is not None and api.is_active(record.key)
+
+
+async def test_drop_before_the_server_acts_is_retried_once(
+    api: FakeCS2CapAPI, client: AccountClient, store: MemoryKeyStore
+) -> None:
+    """A reissue dropped before the handler ran is probed, retried: exactly one reissue."""
+    api.faults.drop("reissue_key")
+    event = await KeyRotator(client, store=store).rotate_now()
+    assert api.reissues == 1
+    assert event.new_key == api.root_key
+    assert await stored_key_works(api, store)
+
+
+async def test_lost_response_is_recovered_with_the_recovery_token(
+    api: FakeCS2CapAPI, client: AccountClient, store: MemoryKeyStore
+) -> None:
+    """After a lost reissue response, the session JWT reissues once more and all is well."""
+    api.faults.drop_after_commit("reissue_key")
+    rotator = KeyRotator(client, store=store, recovery_token=api.session_token)
+    event = await rotator.rotate_now()
+    assert api.reissues == 2
+    assert rotator.recoveries == 1
+    assert event.new_key == api.root_key == client.api_key
+    assert await stored_key_works(api, store)
+
+
+async def test_lost_response_without_recovery_token_stops_and_says_what_to_do(
+    api: FakeCS2CapAPI, client: AccountClient, store: MemoryKeyStore
+) -> None:
+    """Without a recovery token: RotationError caused by KeyLostError, and no more reissues."""
+    api.faults.drop_after_commit("reissue_key")
+    rotator = KeyRotator(client, store=store)
+    with pytest.raises(RotationError) as caught:
+        await rotator.rotate_now()
+    assert isinstance(caught.value.__cause__, KeyLostError)
+    message = str(caught.value)
+    assert "recovery_token" in message and "session JWT" in message
+    assert api.reissues == 1
+
+    with pytest.raises(RotationError):
+        await rotator.rotate_now()
+    assert await rotator.check() is None
+    assert api.reissues == 1, "never loops on reissue"
+    record = await store.load()
+    assert record is not None and record.pending is not None, "the journal stays open"
+
+
+async def test_server_errors_on_verify_leave_the_new_key_in_force(
+    api: FakeCS2CapAPI, client: AccountClient, store: MemoryKeyStore
+) -> None:
+    """Persistent 5xx on the verification GET: the saved key stands; no second reissue."""
+
+    def after_reissue(event: ResponseEvent) -> None:
+        if event.path == "/account/key/reissue":
+            api.faults.fail("get_key", status=503, times=20)
+
+    async with hooked_client(api, client, on_response=[after_reissue]) as hooked:
+        event = await KeyRotator(hooked, store=store).rotate_now()
+    assert api.reissues == 1
+    assert await stored_key_works(api, store)
+    assert event.new_key == api.root_key
+
+
+async def test_unauthorized_on_verify_is_retried_as_propagation_delay(
+    api: FakeCS2CapAPI, client: AccountClient, store: MemoryKeyStore
+) -> None:
+    """Two 401s on the verification GET are waited out; the rotation completes."""
+    verify_401 = {"armed": True}
+
+    def after_reissue(event: ResponseEvent) -> None:
+        if event.path == "/account/key/reissue" and verify_401["armed"]:
+            verify_401["armed"] = False
+            api.faults.fail("get_key", status=401, code="AUTH_INVALID_API_KEY", times=2)
+
+    async with hooked_client(api, client, on_response=[after_reissue]) as hooked:
+        event = await KeyRotator(hooked, store=store).rotate_now()
+    assert api.reissues == 1
+    assert event.new_key == api.root_key
+    assert await stored_key_works(api, store)
+
+
+async def test_store_that_cannot_be_written_prevents_the_reissue(
+    api: FakeCS2CapAPI, client: AccountClient
+) -> None:
+    """A store failing before the reissue: RotationError, no reissue, old key still valid."""
+    store = FlakyStore()
+    rotator = KeyRotator(client, store=store)
+    await rotator.check()  # initialises the store with the current key
+    old = api.root_key
+    store.failing = lambda record: record.pending is not None
+    with pytest.raises(RotationError, match="nothing was reissued"):
+        await rotator.rotate_now()
+    assert api.reissues == 0
+    assert api.is_active(old)
+    assert client.api_key == old
+
+
+async def test_transient_store_failure_after_reissue_is_retried(
+    api: FakeCS2CapAPI, client: AccountClient
+) -> None:
+    """The save of the new key fails twice, then succeeds: the store holds the new key."""
+    store = FlakyStore()
+    store.failing = fail_times(2, lambda record: record.generation == 2)
+    event = await KeyRotator(client, store=store).rotate_now()
+    assert store.failures == 2
+    assert api.reissues == 1
+    assert await stored_key_works(api, store)
+    record = await store.load()
+    assert record is not None and record.key == event.new_key
+
+
+async def test_store_down_after_reissue_keeps_key_in_memory_then_saves_it(
+    api: FakeCS2CapAPI, client: AccountClient
+) -> None:
+    """A store that stays down after the reissue: the process keeps the new key and saves
+    it at the next check once the store is back; no second reissue.
+    """
+    store = FlakyStore()
+    rotator = KeyRotator(client, store=store)
+    store.failing = lambda record: record.generation == 2
+    with pytest.raises(RotationError, match="could not be saved"):
+        await rotator.rotate_now()
+    assert api.reissues == 1
+    assert client.api_key == api.root_key, "this process uses the new key"
+    assert await client.get_key()
+
+    store.failing = lambda record: False
+    event = await rotator.check()
+    assert event is not None and event.generation == 2
+    assert api.reissues == 1
+    assert await stored_key_works(api, store)
+
+
+async def test_refused_reissue_closes_the_journal(
+    api: FakeCS2CapAPI, client: AccountClient, store: MemoryKeyStore
+) -> None:
+    """403 (unverified email) on reissue: RotationError, journal closed, old key in force."""
+    api.set_email_verified(False)
+    with pytest.raises(RotationError, match="still in force"):
+        await KeyRotator(client, store=store).rotate_now()
+    record = await store.load()
+    assert record is not None and record.pending is None
+    assert api.reissues == 0 and api.is_active(record.key)
+
+
+async def test_unknown_outcome_is_resolved_by_the_next_check(
+    api: FakeCS2CapAPI, client: AccountClient, store: MemoryKeyStore
+) -> None:
+    """Lost response and an unreachable probe: RotationError now; the next check probes
+    the stored key, finds it revoked and recovers with the session JWT.
+    """
+    armed = {"on": True}
+
+    def after_reissue_request(event: RequestEvent) -> None:
+        if event.path == "/account/key/reissue" and armed["on"]:
+            armed["on"] = False
+            api.faults.drop_after_commit("reissue_key")
+            api.faults.fail("get_key", status=503, times=3)
+
+    async with hooked_client(api, client, on_request=[after_reissue_request]) as hooked:
+        rotator = KeyRotator(hooked, store=store, recovery_token=api.session_token)
+        with pytest.raises(RotationError, match="could not tell"):
+            await rotator.rotate_now()
+        assert api.reissues == 1
+        await rotator.check()
+    assert api.reissues == 2
+    assert await stored_key_works(api, store)
+    record = await store.load()
+    assert record is not None and record.pending is None
+
+
+async def test_cancelling_stop_mid_reissue_still_saves_the_key(
+    api: FakeCS2CapAPI, client: AccountClient, store: MemoryKeyStore
+) -> None:
+    """stop() (itself cancelled) during the reissue: the reissue and save complete, no
+    task is left pending, and the next rotator finishes the announcement.
+    """
+    api.faults.delay("reissue_key", 0.2)
+    sent = asyncio.Event()
+
+    def on_request(event: RequestEvent) -> None:
+        if event.path == "/account/key/reissue":
+            sent.set()
+
+    async with hooked_client(api, client, on_request=[on_request]) as hooked:
+        rotator = KeyRotator(hooked, store=store)
+        rotation = asyncio.ensure_future(rotator.rotate_now())
+        await asyncio.wait_for(sent.wait(), 5)
+        stopping = asyncio.ensure_future(rotator.stop())
+        await asyncio.sleep(0.01)
+        stopping.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await stopping
+        with pytest.raises(asyncio.CancelledError):
+            await rotation
+        assert api.reissues == 1
+        assert await stored_key_works(api, store)
+        assert hooked.api_key == api.root_key
+
+        announced: list[int] = []
+        follower = KeyRotator(hooked, store=store)
+        follower.on_rotate(lambda event: announced.append(event.generation))
+        await follower.check()
+    assert announced == [2]
+    record = await store.load()
+    assert record is not None and record.pending is None
+    assert api.reissues == 1
