@@ -103,16 +103,34 @@ class SlidingWindowLimiter:
         """The window the limiter enforces, guard included, in seconds."""
         return self.window * (1.0 + self.guard)
 
-    async def acquire(self) -> None:
-        """Wait until one more request fits the window, then count it as sent."""
+    def note_sent(self, count: int = 1) -> None:
+        """Count `count` requests as sent just now without waiting (sent before pacing began)."""
+        now = self.clock.monotonic()
+        self._sent.extend(now for _ in range(count))
+
+    async def acquire(self, *, deadline: float | None = None) -> bool:
+        """Wait until one more request fits the window, count it as sent, return True.
+
+        With a `deadline` (a reading of the limiter's clock), never wait until or past
+        it: return False at once instead, counting nothing.
+        """
         async with self._lock:
             span = self.span
             sent = self._sent
             while True:
                 now = self.clock.monotonic()
-                while sent and sent[0] <= now - span:
+                # `sent[0] + span` is also the wake-up time below: the same expression on
+                # both sides, so float rounding cannot leave a wait of zero that frees nothing.
+                while sent and sent[0] + span <= now:
                     sent.popleft()
-                if len(sent) < self.requests_per_minute:
+                excess = len(sent) - self.requests_per_minute
+                if deadline is not None and now >= deadline:
+                    return False
+                if excess < 0:
                     sent.append(now)
-                    return
-                await self.clock.sleep(sent[0] + span - now)
+                    return True
+                # After a lower rate was learned, more than one send may have to age out.
+                wake = sent[excess] + span
+                if deadline is not None and wake >= deadline:
+                    return False
+                await self.clock.sleep(wake - now)

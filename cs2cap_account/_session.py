@@ -14,6 +14,7 @@ did not take effect (it returns, and the request is retried) or raises.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import time
@@ -27,13 +28,14 @@ from tenacity.stop import stop_base
 from cs2cap_account._clock import Clock, SystemClock
 from cs2cap_account._converter import structure
 from cs2cap_account._models import RateLimitInfo
-from cs2cap_account._ratelimit import SlidingWindowLimiter, parse_rate_limit
+from cs2cap_account._ratelimit import SlidingWindowLimiter, parse_rate_limit, parse_retry_after
 from cs2cap_account._retry import BACKOFF
 from cs2cap_account._secret import SecretKey
 from cs2cap_account._transport import Response, Transport
 from cs2cap_account.errors import (
     APIConnectionError,
     APIStatusError,
+    APITimeoutError,
     AuthenticationError,
     CS2CapError,
     InternalServerError,
@@ -61,7 +63,13 @@ logger: Final = logging.getLogger("cs2cap_account")
 RETRYABLE_STATUS: Final = frozenset({408, 429, 500, 502, 503, 504})
 PER_MINUTE_LIMIT: Final = "RATE_LIMIT_EXCEEDED"
 _RETRYING: Final = AsyncRetrying(wait=BACKOFF, reraise=True)
-_RATE_HEADERS: Final = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Tier")
+_RATE_HEADERS: Final = (
+    "X-RateLimit-Limit",
+    "X-RateLimit-Remaining",
+    "X-RateLimit-Reset",
+    "X-RateLimit-Tier",
+    "Retry-After",
+)
 
 
 @attrs.frozen
@@ -206,28 +214,46 @@ class Shared:
     limiter: SlidingWindowLimiter | None = None
     fixed_rate: bool = False
     _rate_headers: Mapping[str, str] | None = attrs.field(init=False, default=None)
+    _rate_seen_at: dt.datetime | None = attrs.field(init=False, default=None)
     _rate_limit: RateLimitInfo | None = attrs.field(init=False, default=None)
 
     def learn_rate(self, requests_per_minute: int) -> None:
-        """Pace requests at the rate the server reported for this key (unless fixed)."""
+        """Pace requests at the rate the server reported for this key (unless fixed).
+
+        Call it right after the response that reported the rate. A new limiter starts
+        with the requests the server already counted in its window (from that response's
+        `X-RateLimit-Remaining`; at least the reporting request itself), so the first
+        minute of pacing does not overshoot the server's limit.
+        """
         if self.fixed_rate or requests_per_minute <= 0:
             return
-        if self.limiter is None:
-            self.limiter = SlidingWindowLimiter(requests_per_minute, clock=self.clock)
-        else:
+        if self.limiter is not None:
             self.limiter.requests_per_minute = requests_per_minute
+            return
+        limiter = SlidingWindowLimiter(requests_per_minute, clock=self.clock)
+        info = self.rate_limit
+        used = 1
+        if info is not None and info.remaining is not None:
+            used = max(used, requests_per_minute - info.remaining)
+        limiter.note_sent(min(used, requests_per_minute))
+        self.limiter = limiter
 
     def saw_headers(self, headers: Mapping[str, str]) -> None:
-        """Keep the latest response's rate-limit headers; parsed only when asked for."""
-        if any(name in headers for name in _RATE_HEADERS) or "Retry-After" in headers:
+        """Keep the latest response's rate-limit headers; parsed only when asked for.
+
+        The time they arrived is kept with them: relative values (`X-RateLimit-Reset` in
+        seconds, `Retry-After`) count from the response, not from when they are read.
+        """
+        if any(name in headers for name in _RATE_HEADERS):
             self._rate_headers = headers
+            self._rate_seen_at = self.clock.now()
             self._rate_limit = None
 
     @property
     def rate_limit(self) -> RateLimitInfo | None:
         """`RateLimitInfo` from the latest response that carried rate-limit headers."""
         if self._rate_limit is None and self._rate_headers is not None:
-            self._rate_limit = parse_rate_limit(self._rate_headers, now=self.clock.now())
+            self._rate_limit = parse_rate_limit(self._rate_headers, now=self._rate_seen_at)
         return self._rate_limit
 
 
@@ -276,8 +302,9 @@ class Session:
         reloaded = False
         state: RetryCallState | None = None
         while True:
+            timeout = await self._admit(method, path, deadline)
             try:
-                return await self._attempt(method, path, cl, params, data, token, attempt)
+                return await self._attempt(method, path, cl, params, data, token, attempt, timeout)
             except CS2CapError as exc:
                 error = exc
             if (
@@ -297,15 +324,39 @@ class Session:
             state.attempt_number = attempt
             if self._stop(state):
                 raise error
-            retry_after = error.retry_after if isinstance(error, RateLimitError) else None
+            retry_after = _retry_after(error, clock)
             if retry_after is not None and retry_after > self.options.max_retry_wait:
                 raise error
             wait = max(_RETRYING.wait(state), retry_after or 0.0)
-            if deadline is not None and clock.monotonic() + wait > deadline:
+            # Waiting until the deadline would leave no time for the next attempt.
+            if deadline is not None and clock.monotonic() + wait >= deadline:
                 raise error
             self._announce_retry(RetryEvent(method, path, attempt, wait, error))
             await clock.sleep(wait)
             attempt += 1
+
+    async def _admit(self, method: str, path: str, deadline: float | None) -> float:
+        """Wait for the rate limiter; return the next attempt's timeout, within the deadline.
+
+        Raises `APITimeoutError` (nothing was sent) when the deadline leaves no time.
+        """
+        shared = self.shared
+        limiter = shared.limiter
+        if limiter is not None and not await limiter.acquire(deadline=deadline):
+            raise self._out_of_time(method, path, "the client-side rate limit")
+        if deadline is None:
+            return self.options.timeout
+        remaining = deadline - shared.clock.monotonic()
+        if remaining <= 0:
+            raise self._out_of_time(method, path, "earlier attempts")
+        return min(self.options.timeout, remaining)
+
+    def _out_of_time(self, method: str, path: str, spent_on: str) -> APITimeoutError:
+        return APITimeoutError(
+            f"{method} {path}: the {self.options.deadline:g} s deadline was used up by "
+            f"{spent_on}; the request was not sent",
+            request_sent=False,
+        )
 
     async def _attempt(
         self,
@@ -316,10 +367,9 @@ class Session:
         data: bytes | None,
         token: SecretKey | None,
         attempt: int,
+        timeout: float,
     ) -> T:
         shared = self.shared
-        if shared.limiter is not None:
-            await shared.limiter.acquire()
         hooks = shared.hooks
         if hooks.on_request:
             _call_hooks(hooks.on_request, RequestEvent(method, path, attempt))
@@ -332,7 +382,7 @@ class Session:
                 headers=headers,
                 params=params,
                 data=data,
-                timeout=self.options.timeout,
+                timeout=timeout,
             )
         except APIConnectionError as exc:
             _log_attempt(method, path, type(exc).__name__, attempt, started)
@@ -381,6 +431,17 @@ class Session:
         )
         if self.shared.hooks.on_retry:
             _call_hooks(self.shared.hooks.on_retry, event)
+
+
+def _retry_after(error: CS2CapError, clock: Clock) -> float | None:
+    """The wait the server asked for: `Retry-After` on a 429, or on a retryable 5xx/408."""
+    if isinstance(error, RateLimitError):
+        return error.retry_after
+    if isinstance(error, APIStatusError):
+        for name, value in error.headers.items():
+            if name.lower() == "retry-after":
+                return parse_retry_after(value, now=clock.now())
+    return None
 
 
 def _is_ambiguous(error: CS2CapError) -> bool:

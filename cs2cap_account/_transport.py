@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 import aiohttp
 import attrs
@@ -18,6 +18,8 @@ from cs2cap_account._secret import redact_text
 from cs2cap_account.errors import APIConnectionError, APITimeoutError
 
 __all__ = ["Response", "Transport"]
+
+_TIMEOUT_CACHE_SIZE: Final = 8
 
 
 @attrs.frozen
@@ -65,6 +67,9 @@ class Transport:
     def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
         timeout = self._timeouts.get(seconds)
         if timeout is None:
+            # A deadline makes many one-off values: keep the cache small.
+            if len(self._timeouts) >= _TIMEOUT_CACHE_SIZE:
+                self._timeouts.clear()
             timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(total=seconds)
         return timeout
 

@@ -1,0 +1,216 @@
+"""Helpers for the session-layer tests: canned bodies, a scripted loopback server.
+
+`ScriptedServer` is a real `aiohttp.web` server on 127.0.0.1. Each request takes the next
+scripted reply (or a default 200), and the server records, for every request, the
+virtual time it arrived (read from the test's `FakeClock`), its method, path and
+`Authorization` header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+from aiohttp import web
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.test_utils import TestServer
+
+from cs2cap_account import FakeClock
+
+ROOT_ID = "0b9d3c4e-8f1a-4c2b-9e7d-1a2b3c4d5e6f"
+API_KEY = "sk_live_root_Q7pX2mZk9LwR4tYb8NcV3sHd"
+
+
+def key_info(*, key_id: str = ROOT_ID, rate: int = 300, is_active: bool = True) -> dict[str, Any]:
+    """A minimal, valid KeyInfo JSON object."""
+    return {
+        "id": key_id,
+        "key_prefix": "sk_live_root",
+        "root_key_id": key_id,
+        "is_root_key": True,
+        "is_active": is_active,
+        "created_at": "2026-01-01T00:00:00Z",
+        "effective_rate_requests_per_minute": rate,
+    }
+
+
+def key_body(*, key_id: str = ROOT_ID, rate: int = 300) -> dict[str, Any]:
+    """The body of a successful `GET /account/key`."""
+    return {"key": key_info(key_id=key_id, rate=rate)}
+
+
+def sub_key_detail(key_id: str) -> dict[str, Any]:
+    """The body of a successful `GET/PATCH /account/sub-keys/{id}`."""
+    info = key_info(key_id=key_id) | {
+        "key_prefix": "sk_live_child",
+        "is_root_key": False,
+        "root_key_id": ROOT_ID,
+    }
+    return {"key": info, "requests_this_month": 0}
+
+
+def revoked_body(key_id: str) -> dict[str, Any]:
+    """The body of a successful `DELETE /account/sub-keys/{id}`."""
+    return {"ok": True, "key_id": key_id, "revoked_at": "2026-01-01T00:00:00Z"}
+
+
+def error_body(code: str, detail: str = "nope") -> dict[str, Any]:
+    """An API error body."""
+    return {"code": code, "detail": detail}
+
+
+@attrs.frozen
+class Reply:
+    """One scripted server reply. `drop` closes the connection instead of answering."""
+
+    status: int = 200
+    body: Any = None
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+    delay: float = 0.0
+    drop: bool = False
+    raw: bytes | None = None
+
+
+@attrs.frozen
+class Seen:
+    """One request as the server received it."""
+
+    at: float
+    method: str
+    path: str
+    authorization: str | None
+
+
+@attrs.define
+class ScriptedServer:
+    """A loopback HTTP server answering from a script, recording what it received."""
+
+    clock: FakeClock
+    default: Reply = attrs.field(factory=lambda: Reply(body=key_body()))
+    script: deque[Reply] = attrs.field(factory=deque)
+    seen: list[Seen] = attrs.field(factory=list)
+    _server: TestServer | None = None
+
+    def then(self, *replies: Reply) -> ScriptedServer:
+        """Queue replies for the next requests, in order."""
+        self.script.extend(replies)
+        return self
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.seen.append(
+            Seen(
+                self.clock.monotonic(),
+                request.method,
+                request.path,
+                request.headers.get("Authorization"),
+            )
+        )
+        await request.read()
+        reply = self.script.popleft() if self.script else self.default
+        if reply.delay:
+            await asyncio.sleep(reply.delay)
+        if reply.drop:
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response(status=500)
+        if reply.raw is not None:
+            return web.Response(status=reply.status, body=reply.raw, headers=dict(reply.headers))
+        body = b"" if reply.body is None else json.dumps(reply.body).encode()
+        return web.Response(
+            status=reply.status,
+            body=body,
+            content_type="application/json",
+            headers=dict(reply.headers),
+        )
+
+    async def start(self) -> None:
+        """Listen on a free loopback port."""
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._server = TestServer(app, host="127.0.0.1")
+        await self._server.start_server()
+
+    async def close(self) -> None:
+        """Stop listening."""
+        if self._server is not None:
+            await self._server.close()
+
+    @property
+    def port(self) -> int:
+        """The port it listens on."""
+        assert self._server is not None
+        assert self._server.port is not None
+        return self._server.port
+
+    @property
+    def base_url(self) -> str:
+        """The API base URL on this server."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@attrs.define
+class SwitchableResolver(AbstractResolver):
+    """Resolves every host to 127.0.0.1:`port`, or, while `refuse` > 0, to a closed port.
+
+    Used with `use_dns_cache=False` and `force_close=True`, each request opens a new
+    connection and asks this resolver, so a test can refuse exactly the attempts it wants.
+    """
+
+    port: int
+    refuse: int = 0
+    refuse_always: bool = False
+    refused: int = 0
+    _dead_port: int = attrs.field(factory=closed_port)
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        """The live port, or the dead one when refusing."""
+        target = self.port
+        if self.refuse_always or self.refuse > 0:
+            self.refuse = max(0, self.refuse - 1)
+            self.refused += 1
+            target = self._dead_port
+        return [
+            ResolveResult(
+                hostname=host,
+                host="127.0.0.1",
+                port=target,
+                family=socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+        ]
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+def backoff_bounds(attempt: int) -> tuple[float, float]:
+    """The range the backoff after failed attempt `attempt` (1-based) must fall in.
+
+    0.5 s doubling per attempt, plus up to 0.5 s of jitter, never above 8 s. At the cap
+    the jitter may still spread waits over the last half second (7.5-8 s).
+    """
+    base = 0.5 * 2 ** (attempt - 1)
+    return min(base, 7.5), min(base + 0.5, 8.0)
+
+
+def assert_backoff(sleeps: list[float]) -> None:
+    """Each recorded wait lies within the backoff bounds of its attempt."""
+    for attempt, slept in enumerate(sleeps, start=1):
+        low, high = backoff_bounds(attempt)
+        assert low <= slept <= high, (attempt, slept, (low, high))
