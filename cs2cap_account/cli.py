@@ -97,7 +97,7 @@ def _run_mock_server(args: argparse.Namespace) -> int:
         args.command_parser.error(str(exc))
     try:
         asyncio.run(_serve_until_stopped(api))
-    except KeyboardInterrupt:  # where signal handlers are unavailable (Windows)
+    except KeyboardInterrupt:  # pragma: no cover - Windows, where signals are not handled
         pass
     except OSError as exc:
         print(f"cs2cap-account mock-server: {exc}", file=sys.stderr)
@@ -105,15 +105,22 @@ def _run_mock_server(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve_until_stopped(api: FakeCS2CapAPI) -> None:
-    stop = asyncio.Event()
+async def _serve_until_stopped(api: FakeCS2CapAPI, stop: asyncio.Event | None = None) -> None:
+    """Serve `api` until SIGINT, SIGTERM or `stop` is set."""
+    stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+    handled = []
     for signum in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
+        with contextlib.suppress(NotImplementedError):  # not on Windows
             loop.add_signal_handler(signum, stop.set)
-    async with api:
-        _announce(api)
-        await stop.wait()
+            handled.append(signum)
+    try:
+        async with api:
+            _announce(api)
+            await stop.wait()
+    finally:
+        for signum in handled:
+            loop.remove_signal_handler(signum)
     print("cs2cap-account mock-server: stopped", file=sys.stderr, flush=True)
 
 

@@ -13,7 +13,8 @@ from contextlib import asynccontextmanager
 import aiohttp
 import pytest
 
-from cs2cap_account.cli import main
+from cs2cap_account.cli import _serve_until_stopped, main
+from cs2cap_account.testing import FakeCS2CapAPI
 
 STARTUP_TIMEOUT = 30.0
 Server = tuple[asyncio.subprocess.Process, dict[str, str]]
@@ -116,6 +117,21 @@ def test_a_busy_port_is_reported(capsys: pytest.CaptureFixture[str]) -> None:
         port = taken.getsockname()[1]
         assert main(["mock-server", "--port", str(port)]) == 1
     assert "mock-server" in capsys.readouterr().err
+
+
+async def test_serving_in_process_announces_and_stops(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The serve loop prints base URL, key and token, and returns once told to stop."""
+    api = FakeCS2CapAPI()
+    stop = asyncio.Event()
+    stop.set()
+    await _serve_until_stopped(api, stop)
+    out = capsys.readouterr().out
+    assert f"CS2C_API_KEY={api.root_key.reveal()}" in out
+    assert f"CS2C_SESSION_TOKEN={api.session_token.reveal()}" in out
+    assert "CS2C_API_BASE=http://127.0.0.1:" in out
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
 def test_importing_the_package_imports_neither_fake_nor_cli() -> None:
