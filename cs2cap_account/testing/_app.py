@@ -136,22 +136,25 @@ def _endpoint(backend: Backend, route: Route) -> Callable[[web.Request], Awaitab
 
 
 async def _serve(backend: Backend, route: Route, request: web.Request) -> web.Response:
+    """Handle one request on `route`: pick a fault, answer, and let the fault act."""
     backend.requests[route.name] += 1
     fault = backend.faults.take(route.name)
-    if fault is not None and fault.delay > 0:
+    if fault is None:
+        return _render(await _answer(backend, route, request))
+    if fault.delay > 0:
         await asyncio.sleep(fault.delay)
-    if fault is not None and not fault.runs_handler:
+    if not fault.runs_handler:
         return _fault_instead_of_handler(backend, fault, request)
-    reply = await _answer(backend, route, request)
-    if fault is not None and fault.kind is FaultKind.DROP_AFTER_COMMIT:
+    reply = await _answer(backend, route, request)  # the route's effect is committed here
+    if fault.kind is FaultKind.DROP_AFTER_COMMIT:
         return _drop_connection(request)
-    if fault is not None and fault.kind is FaultKind.TRUNCATED_BODY:
-        encoded = _encode(reply.payload)
-        return _response(reply.status, encoded[: len(encoded) // 2], reply.headers)
-    return _response(reply.status, _encode(reply.payload), reply.headers)
+    if fault.kind is FaultKind.TRUNCATED_BODY:
+        return _render(reply, truncate=True)
+    return _render(reply)
 
 
 async def _answer(backend: Backend, route: Route, request: web.Request) -> _Reply:
+    """Authenticate, rate-limit, authorize, then run the route's handler."""
     state = backend.state
     body = await request.read()
     try:
@@ -174,6 +177,7 @@ async def _answer(backend: Backend, route: Route, request: web.Request) -> _Repl
 
 
 def _fault_instead_of_handler(backend: Backend, fault: Fault, request: web.Request) -> web.Response:
+    """Answer with `fault` alone; the handler never runs, so nothing changes."""
     if fault.kind is FaultKind.DROP:
         return _drop_connection(request)
     caller = backend.state.identify(request.headers.get("Authorization"))
@@ -185,8 +189,11 @@ def _fault_instead_of_handler(backend: Backend, fault: Fault, request: web.Reque
     if fault.kind is FaultKind.MONTHLY_QUOTA:
         quota = backend.state.effective_quota(caller.key if caller else backend.state.root)
         reset = _seconds_until_next_month(backend.state.now())
-        headers |= {"X-RateLimit-Limit": str(quota), "X-RateLimit-Remaining": "0"}
-        headers["X-RateLimit-Reset"] = str(reset)
+        headers |= {
+            "X-RateLimit-Limit": str(quota),
+            "X-RateLimit-Remaining": "0",
+            "X-RateLimit-Reset": str(reset),
+        }
         payload = {
             "code": "RATE_LIMIT_MONTHLY_QUOTA_EXCEEDED",
             "detail": f"Monthly quota exceeded ({quota}/{quota} requests).",
@@ -254,6 +261,12 @@ def _seconds_until_next_month(now: datetime) -> int:
 
 def _encode(payload: Mapping[str, Any]) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def _render(reply: _Reply, *, truncate: bool = False) -> web.Response:
+    """Encode `reply`; `truncate` keeps only the first half of its JSON body."""
+    body = _encode(reply.payload)
+    return _response(reply.status, body[: len(body) // 2] if truncate else body, reply.headers)
 
 
 def _response(status: int, body: bytes, headers: Mapping[str, str]) -> web.Response:

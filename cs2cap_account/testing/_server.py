@@ -33,7 +33,7 @@ __all__ = ["FakeCS2CapAPI", "IssuedKey"]
 
 @attrs.frozen
 class IssuedKey:
-    """A key the fake issued to a test: its plaintext, its id and its KeyInfo as JSON."""
+    """A key the fake issued to a test: its plaintext, its id and its KeyInfo as issued."""
 
     key: SecretKey
     key_id: str
@@ -68,6 +68,13 @@ class FakeCS2CapAPI:
         host, port: where to listen; port 0 picks a free port.
         clock: monotonic seconds for rate windows (default `time.monotonic`).
         wall_clock: the current UTC `datetime` for timestamps (default: the system's).
+            Tests pass `cs2cap_account.FakeClock()`'s `monotonic` and `now` here and
+            `advance()` it, so windows slide and keys age without sleeping.
+
+    Counters: `requests` (per route name), `reissues` (root reissues that took effect),
+    `faults.injected` (per fault kind). Route names: `get_key`, `reissue_key`,
+    `list_sub_keys`, `create_sub_key`, `get_sub_key`, `update_sub_key`, `delete_sub_key`,
+    `reissue_sub_key`.
 
     """
 
