@@ -6,6 +6,9 @@ import pytest
 
 from cs2cap_account import FakeClock
 
+# Loaded here, not through the entry point (see pyproject.toml), for coverage's sake.
+pytest_plugins = ["cs2cap_account.testing.plugin"]
+
 
 @pytest.fixture(autouse=True)
 def _no_cs2cap_env(monkeypatch: pytest.MonkeyPatch) -> None:
