@@ -92,9 +92,10 @@ class AccountClient:
         info = await client.get_key()
     ```
 
-    `api_key` falls back to the `CS2C_API_KEY` environment variable and `base_url` to
-    `CS2C_API_BASE`, then to `https://api.cs2c.app/v1`. A `session_token` (a session JWT)
-    can stand in for the key on account routes. Plain `http://` is refused for any host
+    `api_key` falls back to the `CS2C_API_KEY` environment variable (unless a
+    `session_token` is given) and `base_url` to `CS2C_API_BASE`, then to
+    `https://api.cs2c.app/v1`. A `session_token` (a session JWT) can stand in for the key
+    on account routes. Plain `http://` is refused for any host
     but loopback unless `allow_insecure_http=True`.
 
     Requests that fail transiently are retried `max_retries` times (GET, PATCH, DELETE;
@@ -122,7 +123,10 @@ class AccountClient:
         hooks: Hooks | None = None,
         clock: Clock | None = None,
     ) -> None:
-        key = _secret(api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None)
+        if api_key is None and session_token is None:
+            # Only as a fallback: an explicit session token must not lose to a stale env key.
+            api_key = os.environ.get(API_KEY_ENV) or None
+        key = _secret(api_key)
         token = _secret(session_token)
         if key is None and token is None:
             raise ValueError(
