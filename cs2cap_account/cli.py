@@ -74,9 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         status: int = args.run(args)
     except SystemExit as exc:  # argparse's way of reporting --help and usage errors
-        if exc.code is None or isinstance(exc.code, int):
-            return exc.code or 0
-        return 1
+        return exc.code if isinstance(exc.code, int) else 0
     return status
 
 
