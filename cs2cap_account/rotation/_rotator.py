@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -206,8 +206,17 @@ class KeyRotator:
         """Run the schedule until cancelled: check at once, then every `check_interval`.
 
         A failing check is logged and retried with backoff; the loop never ends by itself.
+        If the store can announce changes (`store.changes()`, e.g. Redis), the rotator also
+        follows them, adopting another process's new key as soon as it is saved.
         Use `start()`/`stop()` or `async with rotator:`, or hand this to a TaskGroup.
         """
+        changes: Callable[[], AsyncIterator[int]] | None = getattr(self._store, "changes", None)
+        if changes is None:
+            await self._schedule()
+        else:
+            await asyncio.gather(self._schedule(), self._follow(changes))
+
+    async def _schedule(self) -> None:
         cap = min(300.0, self._check_interval)
         while True:
             async for attempt in retrying(
@@ -219,6 +228,17 @@ class KeyRotator:
                 with attempt:
                     await self.check()
             await self._clock.sleep(jittered(self._check_interval, self._jitter))
+
+    async def _follow(self, changes: Callable[[], AsyncIterator[int]]) -> None:
+        """Catch up whenever the store reports a generation other than the one held."""
+        while True:
+            try:
+                async for generation in changes():
+                    if generation != self._generation:
+                        await self._catch_up()
+            except (CS2CapError, OSError) as exc:
+                logger.error("following the key store failed (%s); following again", exc)
+                await self._clock.sleep(1.0)
 
     def start(self) -> asyncio.Task[None]:
         """Run the schedule in a background task (once) and return it."""

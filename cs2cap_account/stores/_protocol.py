@@ -21,6 +21,10 @@ class KeyStore(Protocol):
     - `lock()` is held around a whole rotation; it serialises rotations across every
       process (and host, for a shared store) using the same store.
     - `aclose()` releases connections and files.
+
+    A store may also offer `changes()`, an async iterator yielding the stored generation
+    whenever it may have changed (a hint: a broadcast, or a poll); a running rotator then
+    follows other processes' rotations at once instead of at its next check.
     """
 
     async def load(self) -> KeyRecord | None:
