@@ -19,6 +19,9 @@ from cs2cap_account.stores._record import KeyRecord, dump_record, load_record
 __all__ = ["FileKeyStore"]
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+# How often a waiter retries the rotation lock: from 1 ms, doubling up to 50 ms.
+_POLL_FIRST = 0.001
+_POLL_MAX = 0.05
 
 
 class FileKeyStore:
@@ -48,14 +51,19 @@ class FileKeyStore:
 
     @asynccontextmanager
     async def lock(self) -> AsyncIterator[None]:
-        """Hold the host-wide rotation lock (and this process's)."""
+        """Hold the host-wide rotation lock (and this process's).
+
+        The `flock` is polled without blocking rather than awaited in a worker thread:
+        a thread blocked in `flock` cannot be cancelled, and would take the lock after
+        its caller was cancelled and keep it for the life of the process.
+        """
         async with self._local:
-            fd = await asyncio.to_thread(self._acquire)
+            fd = _open_lock_file(self._lock_path)
             try:
+                await _flock_polling(fd, self._lock_path)
                 yield
             finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-                os.close(fd)
+                os.close(fd)  # closing the only descriptor drops the lock, if it was taken
 
     async def aclose(self) -> None:
         """Nothing stays open between calls."""
@@ -114,12 +122,28 @@ class FileKeyStore:
         finally:
             os.close(dir_fd)
 
-    def _acquire(self) -> int:
-        try:
-            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o600)
-        except OSError as exc:
+
+def _open_lock_file(path: Path) -> int:
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
             raise StoreError(
-                f"cannot open the lock file {self._lock_path}: {exc.strerror}"
+                f"the lock file {path} is a symlink; refusing to lock through it"
             ) from exc
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        return fd
+        raise StoreError(f"cannot open the lock file {path}: {exc.strerror}") from exc
+
+
+async def _flock_polling(fd: int, path: Path) -> None:
+    """Take an exclusive `flock` on `fd`, waiting without a thread; cancellable any time."""
+    delay = _POLL_FIRST
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _POLL_MAX)
+        except OSError as exc:
+            raise StoreError(f"cannot lock {path}: {exc.strerror}") from exc
+        else:
+            return
