@@ -29,13 +29,15 @@ class FileKeyStore:
 
     A save writes a new file beside it, fsyncs it, renames it over the old one and
     fsyncs the directory, so a crash or a full disk leaves the previous key intact.
-    An `fcntl` lock on `<path>.lock` serialises rotations of every process on the host.
+    An `fcntl` lock on `<path>.lock` serialises rotations of every process on the host;
+    one on `<path>.save.lock` makes each save's compare-and-set atomic.
     The file is refused, with a clear error, if it is a symlink or readable by others.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._lock_path = self.path.with_name(self.path.name + ".lock")
+        self._save_lock_path = self.path.with_name(self.path.name + ".save.lock")
         self._local = asyncio.Lock()
 
     def __repr__(self) -> str:
@@ -97,8 +99,22 @@ class FileKeyStore:
         return load_record(data, source=str(self.path))
 
     def _save(self, record: KeyRecord, expected_generation: int | None) -> None:
-        check_generation(self._read(), expected_generation, where=str(self.path))
         data = dump_record(record)
+        # The check and the replace must be one step for every writer on the host, or two
+        # saves from the same generation could both pass the check. A lock file of its
+        # own, held only this long, so a save never waits for a whole rotation.
+        fd = _open_lock_file(self._save_lock_path)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as exc:
+                raise StoreError(f"cannot lock {self._save_lock_path}: {exc.strerror}") from exc
+            check_generation(self._read(), expected_generation, where=str(self.path))
+            self._replace(data)
+        finally:
+            os.close(fd)
+
+    def _replace(self, data: bytes) -> None:
         directory = self.path.parent
         tmp = directory / f".{self.path.name}.{secrets.token_hex(6)}.tmp"
         try:
