@@ -19,6 +19,8 @@ from cs2cap_account.stores._record import KeyRecord, dump_record, load_record
 __all__ = ["FileKeyStore"]
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+# What fsync on a directory answers where the filesystem does not support it.
+_NO_DIRECTORY_SYNC = frozenset({errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP})
 # How often a waiter retries the rotation lock: from 1 ms, doubling up to 50 ms.
 _POLL_FIRST = 0.001
 _POLL_MAX = 0.05
@@ -132,11 +134,19 @@ class FileKeyStore:
             raise StoreError(
                 f"cannot write {self.path}: {exc.strerror}; the previous key is intact"
             ) from exc
-        dir_fd = os.open(directory, os.O_RDONLY)
         try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+            dir_fd = os.open(directory, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            if exc.errno in _NO_DIRECTORY_SYNC:
+                return  # this filesystem cannot sync a directory; the rename is all there is
+            raise StoreError(
+                f"{self.path} was replaced but its directory could not be synced "
+                f"({exc.strerror}); the new key may not survive a crash"
+            ) from exc
 
 
 def _open_lock_file(path: Path) -> int:
