@@ -168,6 +168,7 @@ async def test_422_skips_items_that_are_not_issues(
         {"type": "missing", "loc": ["body", "name"], "msg": "Field required"},
         {"loc": "body"},
         {"type": "x", "loc": [1.5], "msg": "float in loc"},
+        {"type": "x", "loc": ["body"], "msg": "ctx not an object", "ctx": ["max", 1]},
     ]
     mock.post(url("/account/sub-keys"), status=422, payload=error("VALIDATION_ERROR", detail))
 
@@ -489,3 +490,48 @@ def test_errors_can_be_built_directly() -> None:
     limited = RateLimitError(method="GET", path="/x", retry_after=1.5)
     assert limited.status_code == 429
     assert "retry after 1.5 s" in str(limited)
+
+
+def test_error_hierarchy() -> None:
+    """The tree drawn in the errors module: what each error can be caught as."""
+    from cs2cap_account import (
+        APIConnectionError,
+        APITimeoutError,
+        KeyLostError,
+        MalformedResponseError,
+        ReissueOutcomeUnknownError,
+        RotationError,
+        StaleGenerationError,
+        StoreError,
+    )
+
+    status: list[type[CS2CapError]] = [RateLimitError, NotFoundError, InternalServerError]
+    connection: list[type[CS2CapError]] = [
+        APITimeoutError,
+        ReissueOutcomeUnknownError,
+        SubKeyOutcomeUnknownError,
+    ]
+    other: list[type[CS2CapError]] = [
+        KeyLostError,
+        MalformedResponseError,
+        RotationError,
+        StoreError,
+    ]
+    assert all(issubclass(cls, APIStatusError) for cls in status)
+    assert all(issubclass(cls, APIConnectionError) for cls in connection)
+    assert not any(issubclass(cls, APIStatusError | APIConnectionError) for cls in other)
+    assert issubclass(StaleGenerationError, StoreError)
+
+
+def test_non_status_errors_keep_their_context() -> None:
+    """KeyLost, Rotation and StaleGeneration errors carry the ids/generations they name."""
+    from cs2cap_account import KeyLostError, RotationError, StaleGenerationError
+
+    lost = KeyLostError("lost", previous_key_id="k1")
+    assert (lost.previous_key_id, str(lost)) == ("k1", "lost")
+    rotation = RotationError("stuck", previous_key_id="k2")
+    assert (rotation.previous_key_id, rotation.message) == ("k2", "stuck")
+    assert RotationError("plain").previous_key_id is None
+    stale = StaleGenerationError("fenced", expected_generation=3, stored_generation=4)
+    assert (stale.expected_generation, stale.stored_generation) == (3, 4)
+    assert repr(stale) == "StaleGenerationError('fenced')"

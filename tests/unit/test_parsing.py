@@ -450,3 +450,18 @@ def test_structure_without_status_code() -> None:
     with pytest.raises(MalformedResponseError) as caught:
         structure(json.loads("[]"), KeyEnvelope)
     assert caught.value.status_code is None
+
+
+@pytest.mark.parametrize(("value", "expected"), [(1, 1.0), (2.5, 2.5), (0, 0.0)])
+def test_float_accepts_json_numbers(value: float, expected: float) -> None:
+    """The converter reads a JSON number as a float."""
+    result = structure(value, float)
+    assert result == expected
+    assert type(result) is float
+
+
+@pytest.mark.parametrize("value", [True, "1.5", None, [1]])
+def test_float_refuses_other_json(value: Any) -> None:
+    """A boolean, string, null or array is not a number."""
+    with pytest.raises(MalformedResponseError, match="expected number"):
+        structure(value, float)
