@@ -26,7 +26,14 @@ from cs2cap_account._models import (
 )
 from cs2cap_account._ratelimit import SlidingWindowLimiter
 from cs2cap_account._secret import SecretKey
-from cs2cap_account._session import Credentials, Hooks, Options, Session, Shared
+from cs2cap_account._session import (
+    Credentials,
+    Hooks,
+    Options,
+    Session,
+    Shared,
+    describe_error,
+)
 from cs2cap_account._transport import Transport
 from cs2cap_account.errors import (
     AuthenticationError,
@@ -301,13 +308,15 @@ class AccountClient:
             except CS2CapError as exc:
                 raise _outcome_unknown(before.id, exc) from error
             if now.id == before.id and now.is_active:
-                logger.info("root key reissue did not take effect (%s); retrying", error)
+                logger.info(
+                    "root key reissue did not take effect (%s); retrying", describe_error(error)
+                )
                 return
             if via_jwt:
                 logger.warning(
                     "root key reissue took effect but its response was lost (%s); the lost "
                     "key %s is the active one, reissuing again revokes only it",
-                    error,
+                    describe_error(error),
                     now.id,
                 )
                 before = now

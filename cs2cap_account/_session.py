@@ -425,7 +425,7 @@ class Session:
             event.method,
             event.path,
             event.wait,
-            _describe(event.error),
+            describe_error(event.error),
             event.attempt + 1,
             self.options.max_retries + 1,
         )
@@ -453,7 +453,11 @@ def _is_ambiguous(error: CS2CapError) -> bool:
     return isinstance(error, APIStatusError) and error.status_code == 408
 
 
-def _describe(error: CS2CapError) -> str:
+def describe_error(error: CS2CapError) -> str:
+    """A short, loggable name for `error`: its status and code, or its type.
+
+    Never the server's `detail` text: log lines carry no part of a response body.
+    """
     if isinstance(error, APIStatusError):
         return f"HTTP {error.status_code}" + (f" {error.code}" if error.code else "")
     return type(error).__name__
