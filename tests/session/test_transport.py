@@ -1,0 +1,293 @@
+"""One HTTP attempt: aiohttp failures become the SDK's errors, with `request_sent` right."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import aiohttp
+import pytest
+from aioresponses import aioresponses
+
+from cs2cap_account import (
+    AccountClient,
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    FakeClock,
+    Hooks,
+    InternalServerError,
+    MalformedResponseError,
+    RetryEvent,
+    UnprocessableEntityError,
+)
+from cs2cap_account._transport import Transport
+
+from ._support import API_KEY, Reply, ScriptedServer, closed_port, key_body
+from .conftest import MakeClient
+from .test_retry_policy import KEY_URL, calls
+
+
+async def test_a_refused_connection_is_not_sent_and_is_retried(
+    make_client: MakeClient, clock: FakeClock
+) -> None:
+    """Nothing listening: `APIConnectionError(request_sent=False)` after every attempt,
+    chained to aiohttp's error, with no key in the message.
+    """
+    client = make_client(base_url=f"http://127.0.0.1:{closed_port()}/v1")
+
+    with pytest.raises(APIConnectionError) as caught:
+        await client.get_key()
+
+    error = caught.value
+    assert error.request_sent is False
+    assert not isinstance(error, APITimeoutError)
+    assert "could not connect" in str(error)
+    assert API_KEY not in str(error)
+    assert isinstance(error.__cause__, aiohttp.ClientConnectorError)
+    assert len(clock.sleeps) == 2
+
+
+async def test_a_dropped_connection_was_sent(
+    server: ScriptedServer, make_client: MakeClient
+) -> None:
+    """The server closes the connection without answering: `request_sent=True`."""
+    server.default = Reply(drop=True)
+
+    with pytest.raises(APIConnectionError) as caught:
+        await make_client(base_url=server.base_url, max_retries=0).get_key()
+
+    assert caught.value.request_sent is True
+    assert "connection failed" in str(caught.value)
+
+
+async def test_a_slow_answer_times_out_per_attempt_and_the_retry_succeeds(
+    server: ScriptedServer, make_client: MakeClient, clock: FakeClock
+) -> None:
+    """`timeout=0.05` against a server taking 0.3 s: the attempt fails with
+    `APITimeoutError(request_sent=True)`, the retry gets the fast answer.
+    """
+    server.then(Reply(body=key_body(), delay=0.3))
+    events: list[RetryEvent] = []
+    client = make_client(
+        base_url=server.base_url, timeout=0.05, hooks=Hooks(on_retry=[events.append])
+    )
+
+    await client.get_key()
+
+    assert len(server.seen) == 2
+    assert isinstance(events[0].error, APITimeoutError)
+    assert events[0].error.request_sent is True
+    assert "no response within 0.05 s" in str(events[0].error)
+
+
+async def test_with_options_timeout_applies_to_calls_through_the_copy(
+    server: ScriptedServer, make_client: MakeClient
+) -> None:
+    """`with_options(timeout=0.05)` times out where the original client (30 s) waits."""
+    server.then(Reply(body=key_body(), delay=0.2), Reply(body=key_body(), delay=0.2))
+    client = make_client(base_url=server.base_url)
+
+    with pytest.raises(APITimeoutError):
+        await client.with_options(timeout=0.05, max_retries=0).get_key()
+    info = await client.get_key()
+
+    assert info.is_active
+    assert len(server.seen) == 2
+
+
+@pytest.mark.parametrize(
+    ("exception", "error", "sent"),
+    [
+        (aiohttp.ConnectionTimeoutError("slow connect"), APITimeoutError, False),
+        (aiohttp.SocketTimeoutError("slow read"), APITimeoutError, True),
+        (asyncio.TimeoutError(), APITimeoutError, True),
+        (aiohttp.ServerDisconnectedError(), APIConnectionError, True),
+        (aiohttp.ClientPayloadError("truncated"), APIConnectionError, True),
+        (OSError(32, "Broken pipe"), APIConnectionError, True),
+    ],
+)
+async def test_aiohttp_failures_are_translated(
+    mocked: aioresponses,
+    make_client: MakeClient,
+    exception: Exception,
+    error: type[APIConnectionError],
+    sent: bool,
+) -> None:
+    """Each aiohttp/OS failure becomes the SDK error with the right `request_sent`,
+    chained with `from`.
+    """
+    mocked.get(KEY_URL, exception=exception)
+
+    with pytest.raises(error) as caught:
+        await make_client(max_retries=0).get_key()
+
+    assert type(caught.value) is error
+    assert caught.value.request_sent is sent
+    assert caught.value.__cause__ is exception
+
+
+async def test_a_key_in_an_aiohttp_message_is_redacted(
+    mocked: aioresponses, make_client: MakeClient
+) -> None:
+    """Text from aiohttp is scrubbed of anything shaped like a key."""
+    mocked.get(KEY_URL, exception=aiohttp.ClientOSError(1, f"weird failure near {API_KEY}"))
+
+    with pytest.raises(APIConnectionError) as caught:
+        await make_client(max_retries=0).get_key()
+
+    assert API_KEY not in str(caught.value)
+    assert "sk_live_root" in str(caught.value)
+
+
+async def test_the_query_string_is_left_out_of_error_messages(
+    mocked: aioresponses, make_client: MakeClient
+) -> None:
+    """Error messages name the method and URL path, never the query string."""
+    mocked.get(re.compile(r".*/account/sub-keys\?.*"), exception=aiohttp.ServerDisconnectedError())
+
+    with pytest.raises(APIConnectionError) as caught:
+        await make_client(max_retries=0).sub_keys.list(limit=7, offset=3)
+
+    assert "GET https://api.test/v1/account/sub-keys:" in str(caught.value)
+    assert "limit" not in str(caught.value)
+
+
+async def test_a_non_json_success_body_is_malformed(
+    server: ScriptedServer, make_client: MakeClient
+) -> None:
+    """A 200 with an HTML body raises `MalformedResponseError` naming the content type."""
+    server.default = Reply(raw=b"<html>hello</html>", headers={"Content-Type": "text/html"})
+
+    with pytest.raises(MalformedResponseError) as caught:
+        await make_client(base_url=server.base_url).get_key()
+
+    assert caught.value.status_code == 200
+    assert caught.value.content_type == "text/html"
+    assert "text/html" in str(caught.value)
+    assert len(server.seen) == 1  # not retried
+
+
+async def test_an_html_502_is_an_internal_server_error_and_retried(
+    server: ScriptedServer, make_client: MakeClient
+) -> None:
+    """A proxy's HTML 502 page is still a typed `InternalServerError` (code None), retried."""
+    page = Reply(status=502, raw=b"<html>Bad Gateway</html>", headers={"Content-Type": "text/html"})
+    server.then(page, page, page)
+
+    with pytest.raises(InternalServerError) as caught:
+        await make_client(base_url=server.base_url).get_key()
+
+    assert caught.value.status_code == 502
+    assert caught.value.code is None
+    assert caught.value.detail is None
+    assert len(server.seen) == 3
+
+
+@pytest.mark.parametrize(
+    "body",
+    [[1, 2, 3], {"code": 5, "detail": 7}, "just a string", {"code": None}],
+    ids=["list", "wrong-types", "string", "null-code"],
+)
+async def test_error_bodies_of_the_wrong_shape_still_give_a_typed_error(
+    mocked: aioresponses, make_client: MakeClient, body: Any
+) -> None:
+    """An error body that is JSON but not `{"code", "detail"}` gives code/detail None."""
+    mocked.get(KEY_URL, status=400, payload=body)
+
+    with pytest.raises(APIStatusError) as caught:
+        await make_client().get_key()
+
+    assert caught.value.status_code == 400
+    assert caught.value.code is None
+    assert caught.value.detail is None
+
+
+async def test_a_422_keeps_the_well_formed_validation_items(
+    mocked: aioresponses, make_client: MakeClient
+) -> None:
+    """A 422's `detail` list becomes `ValidationIssue`s; malformed items are skipped."""
+    detail = [
+        {"type": "string_too_long", "loc": ["body", "name"], "msg": "too long"},
+        {"nonsense": True},
+    ]
+    mocked.patch(
+        KEY_URL.replace("/account/key", "/account/sub-keys/abc"),
+        status=422,
+        payload={"code": "VALIDATION_ERROR", "detail": detail},
+    )
+
+    with pytest.raises(UnprocessableEntityError) as caught:
+        await make_client().sub_keys.update("abc", name="x" * 200)
+
+    assert caught.value.code == "VALIDATION_ERROR"
+    assert isinstance(caught.value.detail, tuple)
+    assert [issue.loc for issue in caught.value.detail] == [("body", "name")]
+
+
+async def test_a_closed_client_refuses_requests(
+    mocked: aioresponses, make_client: MakeClient
+) -> None:
+    """After `aclose()` (twice is fine) a request raises `RuntimeError`, sending nothing."""
+    client = make_client()
+    await client.aclose()
+    await client.aclose()
+
+    with pytest.raises(RuntimeError, match="closed"):
+        await client.get_key()
+
+    assert client.closed
+    assert calls(mocked, "GET", KEY_URL) == 0
+
+
+async def test_an_injected_session_is_used_and_never_closed(
+    server: ScriptedServer, clock: FakeClock
+) -> None:
+    """A caller's aiohttp session carries the requests and stays open after `aclose()`."""
+    async with aiohttp.ClientSession() as session:
+        client = AccountClient(API_KEY, base_url=server.base_url, session=session, clock=clock)
+        await client.get_key()
+        await client.aclose()
+
+        assert not session.closed
+        assert client.closed
+        assert len(server.seen) == 1
+
+
+async def test_the_client_creates_and_closes_its_own_session(
+    server: ScriptedServer, clock: FakeClock
+) -> None:
+    """Without an injected session, one is created on first use and closed by `aclose()`;
+    a `with_options` copy's `aclose()` leaves it open.
+    """
+    client = AccountClient(API_KEY, base_url=server.base_url, clock=clock)
+    copy = client.with_options(timeout=5)
+    await copy.get_key()
+    await copy.aclose()
+    await client.get_key()
+
+    transport = client._session.shared.transport
+    session = transport._session
+    assert session is not None
+    assert not session.closed
+    await client.aclose()
+    assert session.closed
+
+
+async def test_aclose_before_any_request_is_fine() -> None:
+    """Closing a transport that never created a session does nothing and does not fail."""
+    transport = Transport()
+    await transport.aclose()
+
+    assert transport.closed
+
+
+def test_the_timeout_cache_stays_small() -> None:
+    """Many distinct per-attempt timeouts (as a deadline produces) do not pile up."""
+    transport = Transport()
+    timeouts = [transport._timeout(0.1 * i) for i in range(1, 100)]
+
+    assert len(transport._timeouts) <= 8
+    assert transport._timeout(0.1 * 99) is timeouts[-1]
+    assert timeouts[0].total == pytest.approx(0.1)
