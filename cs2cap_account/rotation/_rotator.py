@@ -313,6 +313,7 @@ class KeyRotator:
                 raise self._halted
             # 1-3. Journal, with the children about to be revoked.
             record = await self._journal(await self._load(), reason)
+            await self._passed("journaled")
             # 4-6. Reissue, save, switch: no cancellation can come between them.
             record = await _finish_even_if_cancelled(self._reissue_and_save(record))
             # 7-9. Verify, re-create the children, announce.
@@ -374,6 +375,7 @@ class KeyRotator:
                 "is still in force",
                 previous_key_id=previous,
             ) from exc
+        await self._passed("reissued")
         return await self._save_new_key(record, new.key, new.id)
 
     async def _recover(self, record: KeyRecord, lost: KeyLostError) -> KeyRecord:
@@ -433,6 +435,7 @@ class KeyRotator:
             ) from exc
         self._unsaved = None
         self._hold(saved)
+        await self._passed("saved")
         return saved
 
     async def _complete(self, record: KeyRecord) -> RotationEvent:
@@ -440,7 +443,9 @@ class KeyRotator:
         pending = record.pending
         assert pending is not None
         await self._verify(record)
+        await self._passed("verified")
         record, made, failed = await self._recreate_children(record, pending.children)
+        await self._passed("children")
         event = RotationEvent(
             new_key=record.key,
             key_id=record.key_id,
@@ -452,6 +457,7 @@ class KeyRotator:
             sub_key_errors=failed,
         )
         event = await self._announce(event)
+        await self._passed("announced")
         try:
             await self._write(attrs.evolve(record, pending=None), record.generation)
         except StoreError as exc:
@@ -640,6 +646,15 @@ class KeyRotator:
         return record.key
 
     # -- small helpers --------------------------------------------------------------------
+
+    # A seam for crash tests: awaited with the name of each protocol step just completed
+    # ("journaled", "reissued", "saved", "verified", "children", "announced"), so a test can
+    # kill the process at that point. None in normal use.
+    _after_step: Callable[[str], Awaitable[None]] | None = None
+
+    async def _passed(self, step: str) -> None:
+        if self._after_step is not None:
+            await self._after_step(step)
 
     def _hold(self, record: KeyRecord) -> None:
         if record.key != self._client.api_key:
