@@ -1,10 +1,11 @@
-"""Run as a script: one process of a fleet sharing a `FileKeyStore`, rotating on cue.
+"""Run as a script: one process of a fleet sharing a `FileKeyStore`, acting on cue.
 
-Usage: ROTATE_WORKER_ROOT_KEY=<root key> python _rotate_worker.py BASE_URL KEY_PATH GO_FILE
+Usage: ROTATE_WORKER_ROOT_KEY=<root key> python _rotate_worker.py MODE BASE_URL KEY_PATH GO_FILE
 
 Builds a client and a `KeyRotator` on the file store, prints `ready`, waits for GO_FILE
-(polled every 10 ms, at most 30 s), calls `rotate_now()`, then `get_key()` once, and prints
-one JSON line: the id and SHA-256 of the key now in use (never the key), whether the call
+(polled every 10 ms, at most 30 s), then in MODE `rotate` calls `rotate_now()`; in MODE
+`follow` it does not. Either way it then makes one `get_key()` call and prints one JSON
+line: the id and SHA-256 of the key now in use (never the key), whether the call
 succeeded, and the rotation event's generation and reason. Exits 0 unless it timed out.
 """
 
@@ -34,8 +35,8 @@ def _exists(path: Path) -> bool:
     return path.exists()
 
 
-async def main(base_url: str, key_path: Path, go_file: Path) -> int:
-    """Rotate once on cue and report; 0 when done, 2 if the go-file never appeared."""
+async def main(mode: str, base_url: str, key_path: Path, go_file: Path) -> int:
+    """Act once on cue and report; 0 when done, 2 if the go-file never appeared."""
     report: dict[str, Any] = {}
     async with AccountClient(api_key=os.environ[KEY_ENV], base_url=base_url) as client:
         store = FileKeyStore(key_path)
@@ -47,11 +48,12 @@ async def main(base_url: str, key_path: Path, go_file: Path) -> int:
                 print(json.dumps({"error": "no go-file"}), flush=True)
                 return 2
             await asyncio.sleep(POLL)
-        try:
-            event = await rotator.rotate_now()
-            report.update(generation=event.generation, reason=event.reason)
-        except CS2CapError as exc:
-            report["rotate_error"] = f"{type(exc).__name__}: {exc}"
+        if mode == "rotate":
+            try:
+                event = await rotator.rotate_now()
+                report.update(generation=event.generation, reason=event.reason)
+            except CS2CapError as exc:
+                report["rotate_error"] = f"{type(exc).__name__}: {exc}"
         try:
             info = await client.get_key()
             report.update(ok=True, key_id=info.id)
@@ -66,4 +68,5 @@ async def main(base_url: str, key_path: Path, go_file: Path) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]))))
+    mode, base_url, key_path, go_file = sys.argv[1:5]
+    sys.exit(asyncio.run(main(mode, base_url, Path(key_path), Path(go_file))))
