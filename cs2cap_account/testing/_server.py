@@ -58,18 +58,19 @@ class FakeCS2CapAPI:
             ...
             assert not api.is_active(old_key)
 
-    Args:
-        tier: `"free"`, `"starter"`, `"pro"` or `"quant"` (only quant may create child keys).
-        root_key: the initial root key's plaintext (default: a fresh `sk_live_root_…`).
-        session_token: the session JWT's plaintext (default: a fresh JWT-shaped token).
-        email_verified: without it, issuing or reissuing a key answers 403.
-        rate_limits: enforce the per-minute limit with 429s (headers are sent either way).
-        rate_window: the sliding window's length in seconds (the API's is 60).
-        host, port: where to listen; port 0 picks a free port.
-        clock: monotonic seconds for rate windows (default `time.monotonic`).
-        wall_clock: the current UTC `datetime` for timestamps (default: the system's).
-            Tests pass `cs2cap_account.FakeClock()`'s `monotonic` and `now` here and
-            `advance()` it, so windows slide and keys age without sleeping.
+    Keyword arguments, all optional:
+
+    - `tier`: `"free"`, `"starter"`, `"pro"` or `"quant"` (only quant may create child keys).
+    - `root_key`: the initial root key's plaintext (default: a fresh `sk_live_root_…`).
+    - `session_token`: the session JWT's plaintext (default: a fresh JWT-shaped token).
+    - `email_verified`: without it, issuing or reissuing a key answers 403.
+    - `rate_limits`: enforce the per-minute limit with 429s (headers are sent either way).
+    - `rate_window`: the sliding window's length in seconds (the API's is 60).
+    - `host`, `port`: where to listen; port 0 picks a free port.
+    - `clock`: monotonic seconds for rate windows (default `time.monotonic`).
+    - `wall_clock`: the current UTC `datetime` for timestamps (default: the system's).
+      Tests pass `cs2cap_account.FakeClock()`'s `monotonic` and `now` here and
+      `advance()` it, so windows slide and keys age without sleeping.
 
     Counters: `requests` (per route name), `reissues` (root reissues that took effect),
     `faults.injected` (per fault kind). Route names: `get_key`, `reissue_key`,
