@@ -53,7 +53,8 @@ class SecretKey:
         value = self._value
         match = _PREFIX.match(value)
         prefix = match.group(0) if match and match.end() < len(value) else ""
-        tail = value[-4:] if len(value) >= _SHOW_TAIL_FROM else ""
+        # Only a long secret part shows a tail; a short one would be given away whole.
+        tail = value[-4:] if len(value) - len(prefix) >= _SHOW_TAIL_FROM else ""
         return f"{prefix}…{tail}" if tail else f"{prefix}…"
 
     def __str__(self) -> str:
