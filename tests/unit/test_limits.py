@@ -170,9 +170,11 @@ async def test_learned_rate_is_updated(mock: aioresponses, clock: FakeClock) -> 
     async with AccountClient(ROOT_KEY, base_url=BASE_URL, clock=clock) as client:
         await client.get_key()
         await client.get_key()
+        assert clock.sleeps == [], "at 100/min two calls need no wait"
         await client.get_key()
 
-    assert len(clock.sleeps) >= 1
+    assert len(clock.sleeps) == 1, "at the newly learned 1/min the third call waits"
+    assert clock.sleeps[0] >= 60.0
 
 
 async def test_fixed_rate_is_not_relearned(mock: aioresponses, clock: FakeClock) -> None:
