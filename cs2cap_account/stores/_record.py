@@ -85,5 +85,6 @@ def load_record(data: bytes | str, *, source: str) -> KeyRecord:
     try:
         raw: Any = json.loads(data)
         return structure(raw, KeyRecord)
-    except (ValueError, MalformedResponseError) as exc:
+    except (ValueError, RecursionError, MalformedResponseError) as exc:
+        # RecursionError: deeply nested JSON, which is as corrupt as any other.
         raise StoreError(f"{source} does not hold a valid key record: {exc}") from exc

@@ -181,8 +181,9 @@ async def test_a_key_file_others_can_read_is_refused(key_path: Path, mode: int) 
         json.dumps([ROOT_1.reveal()]).encode(),
         json.dumps({"generation": 1, "key": " " + ROOT_1.reveal(), "key_id": "k"}).encode(),
         b"\xff\xfe\x00garbage",
+        b"[" * 100_000 + b"]" * 100_000,
     ],
-    ids=["empty", "not-json", "truncated", "wrong-types", "array", "bad-key", "binary"],
+    ids=["empty", "not-json", "truncated", "wrong-types", "array", "bad-key", "binary", "deep"],
 )
 async def test_a_corrupt_file_raises_store_error_naming_the_path(
     key_path: Path, content: bytes
