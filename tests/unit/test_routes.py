@@ -9,6 +9,7 @@ import pytest
 from aioresponses import aioresponses
 from aioresponses.core import RequestCall
 
+import cs2cap_account
 from cs2cap_account import (
     AccountClient,
     CreatedSubKey,
@@ -52,7 +53,7 @@ def assert_sent_headers(call: RequestCall, *, token: str, json_body: bool) -> No
     headers = sent_headers(call)
     assert headers["Authorization"] == f"Bearer {token}"
     assert headers["Accept"] == "application/json"
-    assert headers["User-Agent"].startswith("cs2cap-account/")
+    assert headers["User-Agent"] == f"cs2cap-account/{cs2cap_account.__version__}"
     if json_body:
         assert headers["Content-Type"] == "application/json"
     else:

@@ -19,7 +19,9 @@ from cs2cap_account import (
     CS2CapError,
     FakeClock,
     MalformedResponseError,
+    ReissueOutcomeUnknownError,
     SecretKey,
+    SubKeyOutcomeUnknownError,
     UnprocessableEntityError,
 )
 from cs2cap_account._secret import redact_text
@@ -310,3 +312,36 @@ async def test_logs_never_show_a_key(
     assert caplog.records, "expected the SDK to log something at DEBUG"
     for record in caplog.records:
         assert_no_secret(record.getMessage())
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 418, 429, 500, 502, 503, 504])
+async def test_every_status_error_redacts_an_echoed_key(
+    mock: aioresponses, clock: FakeClock, status: int
+) -> None:
+    """Whatever the status, a server detail quoting the key never reaches str/repr/detail."""
+    mock.get(url("/account/key"), status=status, payload=error("X", f"key {ROOT_KEY} refused"))
+    async with AccountClient(ROOT_KEY, base_url=BASE_URL, clock=clock, max_retries=0) as c:
+        with pytest.raises(CS2CapError) as caught:
+            await c.get_key()
+
+    assert_error_hides_secrets(caught.value)
+    assert "sk_live_root_…C1dF" in str(caught.value)
+
+
+async def test_outcome_errors_redact_their_cause(mock: aioresponses, client: AccountClient) -> None:
+    """Reissue and create outcome errors quote their cause without its plaintext key."""
+    echo = error("UPSTREAM", f"failed for {ROOT_KEY}")
+    mock.get(url("/account/key"), payload={"key": key_info()})
+    mock.post(url("/account/key/reissue"), status=502, payload=echo)
+    mock.get(url("/account/key"), status=401, payload=error("AUTH_ACCOUNT_DISABLED", ROOT_KEY))
+    mock.post(url("/account/sub-keys"), status=500, payload=echo)
+
+    with pytest.raises(ReissueOutcomeUnknownError) as unknown:
+        await client.reissue_key()
+    with pytest.raises(SubKeyOutcomeUnknownError) as maybe:
+        await client.sub_keys.create("bot")
+
+    for err in (unknown.value, maybe.value):
+        assert_error_hides_secrets(err)
+        assert err.__cause__ is not None
+        assert_error_hides_secrets(err.__cause__)
