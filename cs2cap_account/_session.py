@@ -10,6 +10,10 @@ that is not safe to repeat (a POST) is retried only when the server provably did
 on it: the connection was never made, or it answered 429. Any other failure after it was
 sent is *ambiguous*; the caller may pass `on_ambiguous`, which either proves the request
 did not take effect (it returns, and the request is retried) or raises.
+
+The optional deadline bounds the whole call: no wait (backoff, `Retry-After` or the
+limiter's) is started that would reach it, and each attempt's timeout is cut to the time
+left. `Retry-After` is honoured on any retryable status, not only on 429.
 """
 
 from __future__ import annotations
