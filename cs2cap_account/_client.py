@@ -291,19 +291,15 @@ class AccountClient:
         token = credentials.current
         via_jwt = credentials.api_key is None
         before = await self._active_root(token)
+        probed = False
 
         async def prove_not_applied(error: CS2CapError) -> None:
-            nonlocal before
+            nonlocal before, probed
             try:
                 now = await self._active_root(token)
             except AuthenticationError as exc:
                 if not via_jwt and exc.code in _REVOKED_CODES:
-                    raise KeyLostError(
-                        f"the root key {before.id} was reissued, but the response holding "
-                        "the new key was lost; the old key is revoked. Recover by "
-                        "reissuing with a session JWT: AccountClient(session_token=...)",
-                        previous_key_id=before.id,
-                    ) from error
+                    raise _key_lost(before.id) from error
                 raise _outcome_unknown(before.id, exc) from error
             except CS2CapError as exc:
                 raise _outcome_unknown(before.id, exc) from error
@@ -311,6 +307,7 @@ class AccountClient:
                 logger.info(
                     "root key reissue did not take effect (%s); retrying", describe_error(error)
                 )
+                probed = True
                 return
             if via_jwt:
                 logger.warning(
@@ -323,9 +320,20 @@ class AccountClient:
                 return
             raise _outcome_unknown(before.id, error) from error
 
-        new = await self._session.request(
-            "POST", "/account/key/reissue", ReissuedKey, token=token, on_ambiguous=prove_not_applied
-        )
+        try:
+            new = await self._session.request(
+                "POST",
+                "/account/key/reissue",
+                ReissuedKey,
+                token=token,
+                on_ambiguous=prove_not_applied,
+            )
+        except AuthenticationError as exc:
+            # The probe saw the old key active, yet the retry finds it revoked: the first
+            # attempt was still in flight at the server and has since completed.
+            if probed and not via_jwt and exc.code in _REVOKED_CODES:
+                raise _key_lost(before.id) from exc
+            raise
         if use_new_key:
             credentials.use(new.key)
         return new
@@ -333,6 +341,15 @@ class AccountClient:
     async def _active_root(self, token: SecretKey) -> KeyInfo:
         """`GET /account/key` with `token`: the key it names (the root key for a JWT)."""
         return (await self._session.request("GET", "/account/key", KeyEnvelope, token=token)).key
+
+
+def _key_lost(key_id: str) -> KeyLostError:
+    return KeyLostError(
+        f"the root key {key_id} was reissued, but the response holding the new key was "
+        "lost; the old key is revoked. Recover by reissuing with a session JWT: "
+        "AccountClient(session_token=...)",
+        previous_key_id=key_id,
+    )
 
 
 def _outcome_unknown(key_id: str, cause: BaseException) -> ReissueOutcomeUnknownError:

@@ -136,3 +136,22 @@ async def test_use_new_key_false_keeps_the_old_credential(
 
     assert client.api_key == old
     assert new.key != old
+
+
+async def test_a_retry_finding_the_key_revoked_means_the_first_attempt_landed_late(
+    mocked: aioresponses, make_client: MakeClient
+) -> None:
+    """The probe saw the old key active, but the retried POST is refused as revoked: the
+    timed-out first POST completed at the server after the probe. Its key is lost, which
+    is `KeyLostError` (recoverable with a session JWT), not a bare 401.
+    """
+    mocked.get(KEY_URL, payload=key_body())
+    mocked.post(REISSUE_URL, exception=asyncio.TimeoutError())
+    mocked.get(KEY_URL, payload=key_body())
+    mocked.post(REISSUE_URL, status=401, payload=error_body("AUTH_API_KEY_REVOKED"))
+
+    with pytest.raises(KeyLostError) as caught:
+        await make_client().reissue_key()
+
+    assert caught.value.previous_key_id == ROOT_ID
+    assert calls(mocked, "POST", REISSUE_URL) == 2
