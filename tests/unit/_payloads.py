@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
+import aiohttp
+from aiohttp.client_reqrep import ConnectionKey
 from aioresponses import aioresponses
 from aioresponses.core import RequestCall
 from yarl import URL
@@ -24,6 +26,12 @@ ROOT_ID: Final = "0b6f2a52-5a0e-4c1b-9d2a-6f1f3c9e0a11"
 NEW_ROOT_ID: Final = "7c1d9e44-2b3a-4f5e-8a6b-1c2d3e4f5a66"
 CHILD_ID: Final = "3e8a1b27-9c4d-4e6f-a1b2-c3d4e5f6a7b8"
 CREATED_AT: Final = "2026-03-02T10:30:00Z"
+
+
+def refused() -> aiohttp.ClientConnectorError:
+    """The error aiohttp raises when the TCP connection is refused (nothing was sent)."""
+    key = ConnectionKey("api.cs2c.test", 443, True, True, None, None, None, None)
+    return aiohttp.ClientConnectorError(key, ConnectionRefusedError(111, "Connection refused"))
 
 
 def key_info(**overrides: Any) -> dict[str, Any]:

@@ -10,24 +10,42 @@ from aioresponses import aioresponses
 
 from cs2cap_account import (
     AccountClient,
+    APIConnectionError,
     APIStatusError,
+    APITimeoutError,
     AuthenticationError,
     BadRequestError,
     ConflictError,
     CS2CapError,
     FakeClock,
     InternalServerError,
+    KeyLostError,
+    MalformedResponseError,
     NotFoundError,
     PermissionDeniedError,
     RateLimitError,
     RateLimitInfo,
+    ReissueOutcomeUnknownError,
+    RotationError,
+    StaleGenerationError,
+    StoreError,
     SubKeyOutcomeUnknownError,
     UnprocessableEntityError,
     ValidationIssue,
 )
 from cs2cap_account.errors import error_class_for
 
-from ._payloads import BASE_URL, CHILD_ID, ROOT_KEY, calls, error, key_info, total_calls, url
+from ._payloads import (
+    BASE_URL,
+    CHILD_ID,
+    ROOT_KEY,
+    calls,
+    created,
+    error,
+    key_info,
+    total_calls,
+    url,
+)
 
 SUB_KEY_PATH = f"/account/sub-keys/{CHILD_ID}"
 
@@ -428,8 +446,6 @@ async def test_post_is_retried_after_a_per_minute_429(
         payload=error("RATE_LIMIT_EXCEEDED", "slow"),
         headers={"Retry-After": "2"},
     )
-    from ._payloads import created
-
     mock.post(url("/account/sub-keys"), status=201, payload=created())
 
     made = await client.sub_keys.create("bot")
@@ -494,17 +510,6 @@ def test_errors_can_be_built_directly() -> None:
 
 def test_error_hierarchy() -> None:
     """The tree drawn in the errors module: what each error can be caught as."""
-    from cs2cap_account import (
-        APIConnectionError,
-        APITimeoutError,
-        KeyLostError,
-        MalformedResponseError,
-        ReissueOutcomeUnknownError,
-        RotationError,
-        StaleGenerationError,
-        StoreError,
-    )
-
     status: list[type[CS2CapError]] = [RateLimitError, NotFoundError, InternalServerError]
     connection: list[type[CS2CapError]] = [
         APITimeoutError,
@@ -525,8 +530,6 @@ def test_error_hierarchy() -> None:
 
 def test_non_status_errors_keep_their_context() -> None:
     """KeyLost, Rotation and StaleGeneration errors carry the ids/generations they name."""
-    from cs2cap_account import KeyLostError, RotationError, StaleGenerationError
-
     lost = KeyLostError("lost", previous_key_id="k1")
     assert (lost.previous_key_id, str(lost)) == ("k1", "lost")
     rotation = RotationError("stuck", previous_key_id="k2")

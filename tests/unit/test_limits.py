@@ -24,6 +24,7 @@ from cs2cap_account import (
     SystemClock,
 )
 from cs2cap_account._ratelimit import parse_rate_limit, parse_retry_after
+from cs2cap_account._session import Credentials
 
 from ._payloads import (
     BASE_URL,
@@ -371,8 +372,6 @@ async def test_system_clock() -> None:
 
 def test_credentials_headers_for_an_override_token() -> None:
     """A per-request token gets its own bearer header, with Content-Type only for a body."""
-    from cs2cap_account._session import Credentials
-
     creds = Credentials(SecretKey(ROOT_KEY), SecretKey(NEW_ROOT_KEY), "ua/1")
     override = SecretKey("sk_live_root_Override0000000000000")
 

@@ -30,6 +30,7 @@ from ._payloads import (
     calls,
     error,
     key_info,
+    refused,
     reissued,
     sent_headers,
     url,
@@ -195,12 +196,8 @@ async def test_post_never_sent_is_retried_without_probe(
     mock: aioresponses, client: AccountClient
 ) -> None:
     """A connection that never opened did nothing: the POST is retried, no probe needed."""
-    from aiohttp.client_reqrep import ConnectionKey
-
-    conn = ConnectionKey("api.cs2c.test", 443, True, True, None, None, None, None)
-    refused = aiohttp.ClientConnectorError(conn, ConnectionRefusedError(111, "refused"))
     mock.get(KEY, payload={"key": key_info()})
-    mock.post(REISSUE, exception=refused)
+    mock.post(REISSUE, exception=refused())
     mock.post(REISSUE, payload=reissued())
 
     await client.reissue_key()

@@ -13,6 +13,7 @@ import cs2cap_account
 from cs2cap_account import (
     AccountClient,
     CreatedSubKey,
+    FakeClock,
     KeyInfo,
     Pagination,
     ReissuedKey,
@@ -30,6 +31,7 @@ from ._payloads import (
     NEW_ROOT_KEY,
     ROOT_ID,
     ROOT_KEY,
+    SESSION_JWT,
     calls,
     child_info,
     created,
@@ -443,10 +445,8 @@ async def test_reissue_sub_key(mock: aioresponses, client: AccountClient) -> Non
     assert again.key_info == EXPECTED_CHILD
 
 
-async def test_session_token_is_sent_as_bearer(mock: aioresponses, clock: Any) -> None:
+async def test_session_token_is_sent_as_bearer(mock: aioresponses, clock: FakeClock) -> None:
     """A client built from a session JWT authenticates with `Bearer <jwt>`."""
-    from ._payloads import SESSION_JWT
-
     mock.get(url("/account/key"), payload={"key": key_info()})
     async with AccountClient(session_token=SESSION_JWT, base_url=BASE_URL, clock=clock) as c:
         await c.get_key()
@@ -456,10 +456,8 @@ async def test_session_token_is_sent_as_bearer(mock: aioresponses, clock: Any) -
     assert sent_headers(call)["Authorization"] == f"Bearer {SESSION_JWT}"
 
 
-async def test_api_key_wins_over_session_token(mock: aioresponses, clock: Any) -> None:
+async def test_api_key_wins_over_session_token(mock: aioresponses, clock: FakeClock) -> None:
     """Given both, the client sends the API key."""
-    from ._payloads import SESSION_JWT
-
     mock.get(url("/account/key"), payload={"key": key_info()})
     async with AccountClient(
         ROOT_KEY, session_token=SESSION_JWT, base_url=BASE_URL, clock=clock

@@ -20,7 +20,17 @@ from cs2cap_account import (
     SubKeyOutcomeUnknownError,
 )
 
-from ._payloads import BASE_URL, ROOT_KEY, calls, created, key_info, only_call, total_calls, url
+from ._payloads import (
+    BASE_URL,
+    ROOT_KEY,
+    calls,
+    created,
+    key_info,
+    only_call,
+    refused,
+    total_calls,
+    url,
+)
 
 
 def no_retry(clock: FakeClock, base_url: str = BASE_URL) -> AccountClient:
@@ -65,10 +75,7 @@ async def test_aiohttp_errors_are_translated_and_chained(
 
 async def test_connector_error_means_not_sent(mock: aioresponses, clock: FakeClock) -> None:
     """A ClientConnectorError (refused, DNS) proves nothing reached the server."""
-    from aiohttp.client_reqrep import ConnectionKey
-
-    key = ConnectionKey("api.cs2c.test", 443, True, True, None, None, None, None)
-    raised = aiohttp.ClientConnectorError(key, ConnectionRefusedError(111, "Connection refused"))
+    raised = refused()
     mock.get(url("/account/key"), exception=raised)
 
     async with no_retry(clock) as client:
@@ -216,11 +223,7 @@ async def test_connection_errors_are_retried_for_get(
 
 async def test_post_not_sent_is_retried(mock: aioresponses, client: AccountClient) -> None:
     """A create whose connection never opened did nothing on the server: it is retried."""
-    from aiohttp.client_reqrep import ConnectionKey
-
-    key = ConnectionKey("api.cs2c.test", 443, True, True, None, None, None, None)
-    refused = aiohttp.ClientConnectorError(key, ConnectionRefusedError(111, "refused"))
-    mock.post(url("/account/sub-keys"), exception=refused)
+    mock.post(url("/account/sub-keys"), exception=refused())
     mock.post(url("/account/sub-keys"), status=201, payload=created())
 
     made = await client.sub_keys.create("bot")
