@@ -442,7 +442,19 @@ class KeyRotator:
         """7-9. Verify the new key, re-create the children, announce, close the journal."""
         pending = record.pending
         assert pending is not None
-        await self._verify(record)
+        if not await self._verify(record):
+            # The saved key never authenticated: a reissue landed after it (e.g. a timed-out
+            # attempt completing late). Only the recovery token can mend that.
+            lost = KeyLostError(
+                f"the new root key {record.key_id} does not authenticate",
+                previous_key_id=record.key_id,
+            )
+            record = await _finish_even_if_cancelled(self._recover(record, lost))
+            if not await self._verify(record):
+                raise RotationError(
+                    f"the recovered root key {record.key_id} does not authenticate either",
+                    previous_key_id=pending.previous_key_id,
+                )
         await self._passed("verified")
         record, made, failed = await self._recreate_children(record, pending.children)
         await self._passed("children")
@@ -464,8 +476,12 @@ class KeyRotator:
             logger.warning("could not close the rotation journal (%s); the next check will", exc)
         return event
 
-    async def _verify(self, record: KeyRecord) -> None:
-        """7. The new key authenticates (a 401 may be propagation delay: retried)."""
+    async def _verify(self, record: KeyRecord) -> bool:
+        """7. Whether the new key authenticates (a 401 may be propagation delay: retried).
+
+        A verification that cannot get an answer (network, 5xx) counts as passed: the key
+        was just issued and saved, and the next call will tell.
+        """
         try:
             async for attempt in retrying(
                 attempts=_VERIFY_ATTEMPTS,
@@ -475,15 +491,14 @@ class KeyRotator:
                 with attempt:
                     info = await self._client.get_key(key=record.key)
         except AuthenticationError as exc:
-            raise RotationError(
-                f"the new root key {record.key_id} is saved but does not authenticate ({exc})",
-                previous_key_id=record.pending.previous_key_id if record.pending else None,
-            ) from exc
+            logger.error("the new root key %s does not authenticate: %s", record.key_id, exc)
+            return False
         except CS2CapError as exc:
             logger.warning("could not verify the new key %s (%s); going on", record.key_id, exc)
-            return
+            return True
         if info.id != record.key_id:
             logger.warning("the new key reports id %s, not %s", info.id, record.key_id)
+        return True
 
     async def _recreate_children(
         self, record: KeyRecord, children: tuple[ChildSpec, ...]
@@ -592,6 +607,10 @@ class KeyRotator:
         """Finish a rotation whose journal was left open (by a crash or a failure)."""
         pending = record.pending
         assert pending is not None
+        promoted = await self._promote_kept_aside(record)
+        if promoted is not None:
+            self._hold(promoted)
+            return await self._complete(promoted)
         if record.generation > pending.from_generation:
             logger.warning("finishing an interrupted rotation to generation %d", record.generation)
             self._hold(record)
@@ -637,13 +656,64 @@ class KeyRotator:
         return await self._announce(event)
 
     async def _reload(self) -> SecretKey | None:
-        """After a 401 on an ordinary call: the stored key if it is another one. Never reissues."""
+        """After a 401 on an ordinary call: the stored key if it is another one. Never reissues.
+
+        If the stored key is the one refused and a key kept aside still authenticates, that
+        key is promoted to the next generation first, and returned.
+        """
         record = await self._store.load()
+        if record is not None and record.key == self._client.api_key and record.kept_aside:
+            try:
+                record = await self._promote_kept_aside(record) or record
+            except CS2CapError as exc:  # fenced by another writer, or the probe failed
+                logger.warning("could not promote a kept-aside key (%s)", exc)
+                record = await self._store.load()
         if record is None or record.key == self._client.api_key:
             return None
         if not any(not task.done() for task in self._background):
             self._spawn(self._catch_up())
         return record.key
+
+    async def _promote_kept_aside(self, record: KeyRecord) -> KeyRecord | None:
+        """Promote a kept-aside key that authenticates when the stored one no longer does.
+
+        It is saved as the next generation (journal unchanged) and the new record returned;
+        None if there is nothing to promote. A fenced save keeps its reissued key aside;
+        when that key is the live one (its reissue revoked the stored key), this is how it
+        comes back into use.
+        """
+        if not record.kept_aside or await self._authenticates(record.key):
+            return None
+        for key in reversed(record.kept_aside):
+            try:
+                info = await self._client.get_key(key=key)
+            except AuthenticationError:
+                continue
+            logger.warning(
+                "the stored root key %s no longer authenticates; promoting the kept-aside "
+                "key %s to generation %d",
+                record.key_id,
+                info.id,
+                record.generation + 1,
+            )
+            promoted = attrs.evolve(
+                record,
+                generation=record.generation + 1,
+                key=key,
+                key_id=info.id,
+                saved_at=self._clock.now(),
+                sub_keys={},
+                kept_aside=tuple(k for k in record.kept_aside if k != key),
+            )
+            return await self._write(promoted, record.generation)
+        return None
+
+    async def _authenticates(self, key: SecretKey) -> bool:
+        try:
+            await self._client.get_key(key=key)
+        except AuthenticationError:
+            return False
+        return True
 
     # -- small helpers --------------------------------------------------------------------
 
