@@ -236,3 +236,46 @@ async def test_cancelling_stop_mid_reissue_still_saves_the_key(
     record = await store.load()
     assert record is not None and record.pending is None
     assert api.reissues == 1
+
+
+async def test_saved_key_revoked_before_verify_is_recovered(
+    api: FakeCS2CapAPI, client: AccountClient, store: MemoryKeyStore
+) -> None:
+    """A reissue landing right after ours (say, an earlier attempt arriving late) revokes
+    the key we saved: verification sees 401s, and the recovery token mends it.
+    """
+    rotator = KeyRotator(client, store=store, recovery_token=api.session_token)
+
+    async def late_reissue(step: str) -> None:
+        if step == "saved" and api.reissues == 1:
+            async with AccountClient(
+                session_token=api.session_token, base_url=api.base_url, clock=client.clock
+            ) as late:
+                await late.reissue_key()
+
+    rotator._after_step = late_reissue
+    event = await rotator.rotate_now()
+    assert api.reissues == 3
+    assert rotator.recoveries == 1
+    assert event.new_key == api.root_key
+    assert event.generation == 3
+    assert await stored_key_works(api, store)
+
+
+async def test_saved_key_revoked_before_verify_without_token_halts(
+    api: FakeCS2CapAPI, client: AccountClient, store: MemoryKeyStore
+) -> None:
+    """The same without a recovery token: a RotationError that says how to recover."""
+    rotator = KeyRotator(client, store=store)
+
+    async def late_reissue(step: str) -> None:
+        if step == "saved" and api.reissues == 1:
+            async with AccountClient(
+                session_token=api.session_token, base_url=api.base_url, clock=client.clock
+            ) as late:
+                await late.reissue_key()
+
+    rotator._after_step = late_reissue
+    with pytest.raises(RotationError, match="recovery_token"):
+        await rotator.rotate_now()
+    assert api.reissues == 2
