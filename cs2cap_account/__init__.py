@@ -45,7 +45,13 @@ from cs2cap_account.errors import (
     ValidationIssue,
 )
 from cs2cap_account.rotation import CallbackFailure, KeyRotator, RotationEvent
-from cs2cap_account.stores import FileKeyStore, KeyRecord, KeyStore, MemoryKeyStore
+from cs2cap_account.stores import (
+    FileKeyStore,
+    KeyRecord,
+    KeyStore,
+    MemoryKeyStore,
+    RedisKeyStore,
+)
 
 __version__ = "0.1.0"
 
@@ -77,6 +83,7 @@ __all__ = [
     "PermissionDeniedError",
     "RateLimitError",
     "RateLimitInfo",
+    "RedisKeyStore",
     "ReissueOutcomeUnknownError",
     "ReissuedKey",
     "RequestEvent",
