@@ -13,6 +13,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from cs2cap_account.errors import StoreError
+from cs2cap_account.stores._cipher import (
+    CipherKey,
+    RecordCipher,
+    make_cipher,
+    open_record_bytes,
+    seal_record_bytes,
+)
 from cs2cap_account.stores._memory import check_generation
 from cs2cap_account.stores._record import KeyRecord, dump_record, load_record
 
@@ -34,10 +41,17 @@ class FileKeyStore:
     An `fcntl` lock on `<path>.lock` serialises rotations of every process on the host;
     one on `<path>.save.lock` makes each save's compare-and-set atomic.
     The file is refused, with a clear error, if it is a symlink or readable by others.
+    With `cipher=` (a Fernet key, or a list of them), the file holds the record encrypted.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        cipher: CipherKey | RecordCipher | None = None,
+    ) -> None:
         self.path = Path(path)
+        self._cipher = make_cipher(cipher)
         self._lock_path = self.path.with_name(self.path.name + ".lock")
         self._save_lock_path = self.path.with_name(self.path.name + ".save.lock")
         self._local = asyncio.Lock()
@@ -98,10 +112,11 @@ class FileKeyStore:
                 data = handle.read()
         finally:
             os.close(fd)
+        data = open_record_bytes(self._cipher, data, source=str(self.path))
         return load_record(data, source=str(self.path))
 
     def _save(self, record: KeyRecord, expected_generation: int | None) -> None:
-        data = dump_record(record)
+        data = seal_record_bytes(self._cipher, dump_record(record))
         # The check and the replace must be one step for every writer on the host, or two
         # saves from the same generation could both pass the check. A lock file of its
         # own, held only this long, so a save never waits for a whole rotation.
