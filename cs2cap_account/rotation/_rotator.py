@@ -418,7 +418,14 @@ class KeyRotator:
         try:
             await self._write(saved, record.generation)
         except StaleGenerationError as exc:
-            await self._keep_aside(key)
+            try:
+                await self._keep_aside(key)
+            except StoreError as aside:
+                raise RotationError(
+                    f"the new key {key_id} was fenced off (the store moved to generation "
+                    f"{exc.stored_generation}) and could not be kept aside either ({aside})",
+                    previous_key_id=record.key_id,
+                ) from exc
             raise RotationError(
                 f"the new key {key_id} was fenced off: the store moved to generation "
                 f"{exc.stored_generation} meanwhile. The key is kept aside in the store, "
@@ -739,27 +746,41 @@ class KeyRotator:
         return record
 
     async def _write(self, record: KeyRecord, expected: int | None) -> KeyRecord:
-        """Save `record` if the store is at generation `expected`; retry transient errors."""
-        async for attempt in retrying(
-            attempts=_STORE_ATTEMPTS,
-            clock=self._clock,
-            retry=_transient_store_error,
-        ):
-            with attempt:
-                await self._store.save(record, expected_generation=expected)
+        """Save `record` if the store is at generation `expected`; retry transient errors.
+
+        A retried save can find its own earlier attempt stored (that attempt failed only in
+        reporting success): that counts as done, not as being fenced off.
+        """
+        try:
+            async for attempt in retrying(
+                attempts=_STORE_ATTEMPTS,
+                clock=self._clock,
+                retry=_transient_store_error,
+            ):
+                with attempt:
+                    await self._store.save(record, expected_generation=expected)
+        except StaleGenerationError:
+            if await self._store.load() != record:
+                raise
         return record
 
     async def _keep_aside(self, key: SecretKey) -> None:
-        while True:
-            latest = await self._load()
-            try:
-                await self._store.save(
-                    attrs.evolve(latest, kept_aside=(*latest.kept_aside, key)),
-                    expected_generation=latest.generation,
-                )
-            except StaleGenerationError:
-                continue
-            return
+        """Add `key` to the stored record's kept-aside keys, at whatever generation it is.
+
+        Fenced saves reload and try again, transient errors back off; bounded both ways.
+        """
+        async for attempt in retrying(
+            attempts=2 * _STORE_ATTEMPTS,
+            clock=self._clock,
+            retry=retry_if_exception_type(StoreError),
+        ):
+            with attempt:
+                latest = await self._load()
+                if key not in latest.kept_aside:
+                    await self._store.save(
+                        attrs.evolve(latest, kept_aside=(*latest.kept_aside, key)),
+                        expected_generation=latest.generation,
+                    )
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)

@@ -25,16 +25,22 @@ class FlakyStore(MemoryKeyStore):
     def __init__(self) -> None:
         super().__init__()
         self.failing: Callable[[KeyRecord], bool] = lambda _record: False
+        self.failing_after_save: Callable[[KeyRecord], bool] = lambda _record: False
         self.failures = 0
         self.saves: list[KeyRecord] = []
 
     async def save(self, record: KeyRecord, *, expected_generation: int | None) -> None:
-        """Refuse like a full disk when `failing(record)`, else save."""
+        """Refuse like a full disk when `failing(record)`; save, then report a failure
+        anyway (like a failed directory fsync) when `failing_after_save(record)`.
+        """
         if self.failing(record):
             self.failures += 1
             raise StoreError("disk full (simulated)")
         await super().save(record, expected_generation=expected_generation)
         self.saves.append(record)
+        if self.failing_after_save(record):
+            self.failures += 1
+            raise StoreError("fsync of the directory failed (simulated)")
 
 
 def fail_times(count: int, when: Callable[[KeyRecord], bool]) -> Callable[[KeyRecord], bool]:

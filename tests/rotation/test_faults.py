@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
+import attrs
 import pytest
 
 from cs2cap_account import (
@@ -279,3 +280,47 @@ async def test_saved_key_revoked_before_verify_without_token_halts(
     with pytest.raises(RotationError, match="recovery_token"):
         await rotator.rotate_now()
     assert api.reissues == 2
+
+
+async def test_a_save_that_landed_but_reported_failure_is_not_taken_for_a_fence(
+    api: FakeCS2CapAPI, client: AccountClient
+) -> None:
+    """The new key's save takes effect but reports an error; the retry finds it stored and
+    carries on: client switched, nothing kept aside, one reissue.
+    """
+    store = FlakyStore()
+    store.failing_after_save = fail_times(1, lambda record: record.generation == 2)
+    event = await KeyRotator(client, store=store).rotate_now()
+    record = await store.load()
+    assert record is not None
+    assert (record.generation, record.key, record.kept_aside) == (2, event.new_key, ())
+    assert client.api_key == event.new_key
+    assert api.reissues == 1
+
+
+async def test_a_fenced_key_is_kept_aside_through_a_transient_store_error(
+    api: FakeCS2CapAPI, client: AccountClient
+) -> None:
+    """A save fenced off by a newer generation keeps the reissued key aside, retrying a
+    store that fails once meanwhile: the key is never dropped.
+    """
+    store = FlakyStore()
+    rotator = KeyRotator(client, store=store)
+    await rotator.check()
+
+    async def someone_else_saves(step: str) -> None:
+        if step == "reissued":
+            record = await store.load()
+            assert record is not None
+            await MemoryKeyStore.save(
+                store, attrs.evolve(record, generation=5, pending=None), expected_generation=1
+            )
+            store.failing = fail_times(1, lambda record: record.generation == 5)
+
+    rotator._after_step = someone_else_saves
+    with pytest.raises(RotationError, match="kept aside"):
+        await rotator.rotate_now()
+    record = await store.load()
+    assert record is not None
+    assert record.kept_aside == (api.root_key,)
+    assert store.failures == 1
