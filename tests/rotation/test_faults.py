@@ -207,7 +207,7 @@ async def test_cancelling_stop_mid_reissue_still_saves_the_key(
     """stop() (itself cancelled) during the reissue: the reissue and save complete, no
     task is left pending, and the next rotator finishes the announcement.
     """
-    api.faults.delay("reissue_key", 0.2)
+    api.faults.delay("reissue_key", 0.5)
     sent = asyncio.Event()
 
     def on_request(event: RequestEvent) -> None:
@@ -219,7 +219,7 @@ async def test_cancelling_stop_mid_reissue_still_saves_the_key(
         rotation = asyncio.ensure_future(rotator.rotate_now())
         await asyncio.wait_for(sent.wait(), 5)
         stopping = asyncio.ensure_future(rotator.stop())
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # stop() has begun: it cancelled the rotation and waits
         stopping.cancel()
         with pytest.raises(asyncio.CancelledError):
             await stopping
