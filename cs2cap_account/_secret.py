@@ -31,6 +31,8 @@ class SecretKey:
     _value: str
 
     def __init__(self, value: str) -> None:
+        if hasattr(self, "_value"):
+            raise AttributeError("SecretKey is immutable")
         if not isinstance(value, str):
             raise TypeError("SecretKey needs a str")
         if not value or value != value.strip():

@@ -104,6 +104,20 @@ class CS2CapError(Exception):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r})"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Subclasses take keyword-only arguments, so rebuild from the instance's state
+        # rather than from `args`: errors survive pickling (process pools, queues).
+        return (_rebuild_error, (type(self), self.args, self.__dict__))
+
+
+def _rebuild_error(
+    cls: type[CS2CapError], args: tuple[Any, ...], state: dict[str, Any]
+) -> CS2CapError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
 
 class APIStatusError(CS2CapError):
     """The server answered with a 4xx or 5xx status.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import pickle
 from typing import Any
 
 import pytest
@@ -538,3 +539,22 @@ def test_non_status_errors_keep_their_context() -> None:
     stale = StaleGenerationError("fenced", expected_generation=3, stored_generation=4)
     assert (stale.expected_generation, stale.stored_generation) == (3, 4)
     assert repr(stale) == "StaleGenerationError('fenced')"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RateLimitError(
+            method="GET", path="/account/key", code="RATE_LIMIT_EXCEEDED", retry_after=3.0
+        ),
+        KeyLostError("lost", previous_key_id="k1"),
+        StaleGenerationError("stale", expected_generation=1, stored_generation=2),
+        APIConnectionError("refused", request_sent=False),
+    ],
+)
+def test_errors_survive_pickling(error: CS2CapError) -> None:
+    """Errors cross process boundaries intact (keyword-only constructors notwithstanding)."""
+    copy = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own bytes
+    assert type(copy) is type(error)
+    assert str(copy) == str(error)
+    assert copy.__dict__ == error.__dict__

@@ -345,3 +345,11 @@ async def test_outcome_errors_redact_their_cause(mock: aioresponses, client: Acc
         assert_error_hides_secrets(err)
         assert err.__cause__ is not None
         assert_error_hides_secrets(err.__cause__)
+
+
+def test_a_secret_cannot_be_reinitialised() -> None:
+    """Calling __init__ again on an existing SecretKey cannot swap its plaintext."""
+    key = SecretKey("sk_live_root_" + "a" * 32)
+    with pytest.raises(AttributeError):
+        key.__init__("sk_live_root_" + "b" * 32)  # type: ignore[misc]
+    assert key.reveal() == "sk_live_root_" + "a" * 32
