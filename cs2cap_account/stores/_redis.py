@@ -23,7 +23,7 @@ import asyncio
 import logging
 import random
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any, Final
 
@@ -76,6 +76,7 @@ return 0
 
 _POLL_JITTER: Final = 0.1  # each poll waits poll_interval * (1 ± 0.1)
 _LEASE_WAIT_MAX: Final = 0.02  # seconds between tries for a held lease, at most
+_RESUBSCRIBE_FIRST: Final = 0.05  # seconds before subscribing again after a failure
 
 
 class RedisKeyStore:
@@ -219,45 +220,62 @@ class RedisKeyStore:
             value = await self._redis.hget(self._record_key, "generation")
         return 0 if value is None else int(_as_str(value))
 
-    async def changes(self) -> AsyncIterator[int]:
+    async def changes(self) -> AsyncGenerator[int, None]:
         """Yield the stored generation whenever it may have changed, until closed.
 
         At once on start, then on every message on the channel, and also every
         `poll_interval` (± 10 %) from a poll, so a lost message (a cut connection, a
         restarted server) costs at most one poll interval. A subscription that breaks is
-        made again at the next turn; a failing poll raises `StoreError`.
+        made again, with backoff (50 ms, doubling up to `poll_interval`); polls go on
+        meanwhile. A failing poll raises `StoreError`.
         """
         from redis.exceptions import RedisError
 
-        pubsub: PubSub | None = None
         loop = asyncio.get_running_loop()
-        next_poll = loop.time()
+        pubsub: PubSub | None = None
+        next_poll = subscribe_at = loop.time()
+        backoff = _RESUBSCRIBE_FIRST
+        broken: BaseException | None = None
         try:
             while True:
-                if pubsub is None:
-                    pubsub = await self._subscribe()
                 now = loop.time()
+                if pubsub is None and now >= subscribe_at:
+                    pubsub = self._redis.pubsub()
+                    self._subscriptions.add(pubsub)
+                    try:
+                        await pubsub.subscribe(self.channel)
+                    except (RedisError, OSError) as exc:
+                        await self._drop(pubsub)
+                        pubsub, broken = None, exc
+                        subscribe_at = loop.time() + backoff
+                        backoff = min(backoff * 2, self.poll_interval)
                 if now >= next_poll:
                     next_poll = now + self._poll_wait()
                     yield await self.generation()
                     continue
                 if pubsub is None:
-                    await asyncio.sleep(next_poll - now)
+                    await asyncio.sleep(min(next_poll, subscribe_at) - now)
                     continue
                 try:
-                    message = await pubsub.get_message(
-                        ignore_subscribe_messages=True, timeout=next_poll - now
-                    )
+                    message = await pubsub.get_message(timeout=next_poll - now)
                 except (RedisError, OSError) as exc:
-                    logger.warning(
-                        "the subscription to %s broke (%s); polling until it is back",
-                        self.channel,
-                        redact_text(str(exc)),
-                    )
+                    if broken is None:
+                        logger.warning(
+                            "the subscription to %s broke (%s); polling until it is back",
+                            self.channel,
+                            redact_text(str(exc)) or type(exc).__name__,
+                        )
                     await self._drop(pubsub)
-                    pubsub = None
+                    pubsub, broken = None, exc
+                    subscribe_at = loop.time() + backoff
+                    backoff = min(backoff * 2, self.poll_interval)
                     continue
-                if message is not None and message.get("type") == "message":
+                kind = None if message is None else message.get("type")
+                if kind == "subscribe":
+                    if broken is not None:
+                        logger.info("subscribed to %s again", self.channel)
+                    broken, backoff = None, _RESUBSCRIBE_FIRST
+                elif kind == "message" and message is not None:
                     yield int(_as_str(message["data"]))
         finally:
             if pubsub is not None:
@@ -301,24 +319,6 @@ class RedisKeyStore:
                 await self._release_script(keys=[self._lease_key], args=[token])
         except StoreError as exc:
             logger.warning("%s; it expires within %.1f s", exc, self.lease_ttl)
-
-    async def _subscribe(self) -> PubSub | None:
-        """A subscription to the channel, or None (logged) if Redis refused it."""
-        from redis.exceptions import RedisError
-
-        pubsub = self._redis.pubsub()
-        self._subscriptions.add(pubsub)
-        try:
-            await pubsub.subscribe(self.channel)
-        except (RedisError, OSError) as exc:  # polling carries on meanwhile
-            logger.warning(
-                "could not subscribe to %s (%s); polling until it works",
-                self.channel,
-                redact_text(str(exc)),
-            )
-            await self._drop(pubsub)
-            return None
-        return pubsub
 
     async def _drop(self, pubsub: PubSub) -> None:
         self._subscriptions.discard(pubsub)
