@@ -23,7 +23,12 @@ from cs2cap_account.testing._faults import (
     FaultKind,
 )
 from cs2cap_account.testing._routes import ROUTE_NAMES
-from cs2cap_account.testing._server import FakeCS2CapAPI, IssuedKey
+from cs2cap_account.testing._server import (
+    FakeCS2CapAPI,
+    IssuedKey,
+    live_fakes,
+    tracking_fakes,
+)
 from cs2cap_account.testing._state import MAX_CHILD_KEYS, TIERS, TierLimits
 
 __all__ = [
@@ -39,4 +44,6 @@ __all__ = [
     "FaultKind",
     "IssuedKey",
     "TierLimits",
+    "live_fakes",
+    "tracking_fakes",
 ]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+import weakref
 from collections import Counter
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 
 import attrs
 from aiohttp import web
@@ -28,7 +31,12 @@ from cs2cap_account.testing._state import (
     new_session_token,
 )
 
-__all__ = ["FakeCS2CapAPI", "IssuedKey"]
+__all__ = ["FakeCS2CapAPI", "IssuedKey", "live_fakes", "tracking_fakes"]
+
+# Every fake not yet garbage-collected, so a test suite can audit them (see `live_fakes`).
+_LIVE: Final[weakref.WeakValueDictionary[int, FakeCS2CapAPI]] = weakref.WeakValueDictionary()
+# Lists that `tracking_fakes()` blocks are filling; each new fake is appended to all.
+_TRACKERS: Final[list[list[FakeCS2CapAPI]]] = []
 
 
 @attrs.frozen
@@ -109,6 +117,9 @@ class FakeCS2CapAPI:
         limiter = SlidingWindowLimiter(self._clock, self._rate_window, self._rate_limits)
         self._backend = Backend(state, limiter, FaultInjector())
         self._app = build_app(self._backend)
+        _LIVE[id(self)] = self
+        for tracker in _TRACKERS:
+            tracker.append(self)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -258,6 +269,14 @@ class FakeCS2CapAPI:
         """Whether `key` (an API key or the session token) would authenticate right now."""
         return self._state.is_active(_plaintext(key) or "")
 
+    def issued_secrets(self) -> tuple[SecretKey, ...]:
+        """Every credential this fake handed out: session token, then each root and child key.
+
+        Revoked keys are included, in the order they were issued. For audits such as
+        "no key this fake issued appears in any log line"; read-only.
+        """
+        return tuple(SecretKey(secret) for secret in self._state.issued_secrets())
+
     # --- internals -----------------------------------------------------------------------
 
     @property
@@ -271,6 +290,30 @@ class FakeCS2CapAPI:
         if record is None:
             raise KeyError(f"no key with id {key_id!r}")
         return record
+
+
+def live_fakes() -> tuple[FakeCS2CapAPI, ...]:
+    """Every `FakeCS2CapAPI` created in this process and not yet garbage-collected."""
+    return tuple(_LIVE.values())
+
+
+@contextlib.contextmanager
+def tracking_fakes() -> Iterator[list[FakeCS2CapAPI]]:
+    """Collect every `FakeCS2CapAPI` created inside the block into the yielded list.
+
+    The list holds them strongly, so a fake that a test dropped is still there to audit
+    (e.g. for its `issued_secrets()`) after the test ends::
+
+        with tracking_fakes() as fakes:
+            ...  # run the test
+        secrets = {key for api in fakes for key in api.issued_secrets()}
+    """
+    created: list[FakeCS2CapAPI] = []
+    _TRACKERS.append(created)
+    try:
+        yield created
+    finally:
+        _TRACKERS.remove(created)
 
 
 def _aware(moment: datetime) -> datetime:

@@ -329,6 +329,10 @@ class AccountState:
             )
         return self._new_child(settings)
 
+    def issued_secrets(self) -> tuple[str, ...]:
+        """The session token, then every key ever issued (root and child, revoked too)."""
+        return (self._session_token, *self._by_secret)
+
     def find(self, key_id: str) -> KeyRecord | None:
         """Any key ever issued, by id."""
         return next((r for r in self._by_secret.values() if r.id == key_id), None)
