@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-import pytest
+import importlib
+import logging
+from collections.abc import Callable, Generator, Iterable, Iterator
+from typing import Any
 
-from cs2cap_account import FakeClock
+import pytest
+from _pytest.reports import TestReport
+from reliability._hygiene import KeyAudit, LeakHandler
+from reliability._profile import STATS
+
+from cs2cap_account import FakeClock, SecretKey
+from cs2cap_account.testing import tracking_fakes
 
 # Loaded here, not through the entry point (see pyproject.toml), for coverage's sake.
 pytest_plugins = ["cs2cap_account.testing.plugin"]
@@ -21,3 +30,144 @@ def _no_cs2cap_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def clock() -> FakeClock:
     """A virtual clock: sleeps return at once and are recorded in `clock.sleeps`."""
     return FakeClock()
+
+
+# --- secret hygiene: no key a fake issued may appear in logs, exceptions or output ---------
+
+_AUDIT = pytest.StashKey[KeyAudit]()
+_REVEALS_KEYS = "reveals_keys"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the `reveals_keys` marker."""
+    config.addinivalue_line(
+        "markers",
+        f"{_REVEALS_KEYS}: the test prints a key on purpose; its captured stdout and stderr "
+        "are not checked for plaintext keys (its logs and exceptions still are)",
+    )
+
+
+def _raises_classes() -> list[tuple[type, Callable[..., bool]]]:
+    """The classes behind `pytest.raises` blocks (the name depends on pytest's version),
+    each with its `__exit__`.
+    """
+    found: list[tuple[type, Callable[..., bool]]] = []
+    for module, name in (("_pytest.raises", "RaisesExc"), ("_pytest.python_api", "RaisesContext")):
+        try:
+            cls = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            continue
+        exit_ = getattr(cls, "__exit__", None)
+        if isinstance(cls, type) and callable(exit_):
+            found.append((cls, exit_))
+    return found
+
+
+def _auditing_exit(audit: KeyAudit, exit_: Callable[..., bool]) -> Callable[..., bool]:
+    """Wrap `pytest.raises`'s `__exit__` so each exception it catches is checked too."""
+
+    def __exit__(self: object, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if exc is not None:
+            audit.check_exception(exc, f"a {type(exc).__name__} caught by pytest.raises")
+        return exit_(self, exc_type, exc, tb)
+
+    return __exit__
+
+
+@pytest.fixture(autouse=True)
+def _no_key_leaks(request: pytest.FixtureRequest) -> Iterator[KeyAudit]:
+    """Fail the test if a plaintext key issued by any `FakeCS2CapAPI` shows up in a log
+    record (every record, DEBUG and up, via a handler on the root logger), an exception
+    raised out of the test or caught by `pytest.raises`, or the captured stdout/stderr.
+    The verdict is given in `pytest_runtest_makereport`, phase by phase.
+    """
+    with tracking_fakes() as fakes, pytest.MonkeyPatch.context() as patch:
+        audit = KeyAudit(fakes)
+        audit.handler = LeakHandler(audit)
+        request.node.stash[_AUDIT] = audit
+        for cls, exit_ in _raises_classes():
+            patch.setattr(cls, "__exit__", _auditing_exit(audit, exit_))
+        root = logging.getLogger()
+        level = root.level
+        root.addHandler(audit.handler)
+        root.setLevel(logging.DEBUG)
+        try:
+            yield audit
+        finally:
+            root.removeHandler(audit.handler)
+            root.setLevel(level)
+            audit.handler.flush()
+
+
+@pytest.fixture
+def assert_no_key_leaks(request: pytest.FixtureRequest) -> Callable[..., None]:
+    """A check for text a test got from elsewhere, such as a subprocess's output.
+
+    ::
+
+        def test_key_show(assert_no_key_leaks):
+            done = subprocess.run([...], capture_output=True, text=True, check=False)
+            assert_no_key_leaks(done.stdout + done.stderr, where="key show")
+
+    Fails the test if the text holds a key issued by any fake of this test (or any fake
+    still alive), or any of `keys=` (e.g. the keys of a fake running in a subprocess).
+    """
+    audit = request.node.stash[_AUDIT]
+
+    def check(
+        output: str | bytes,
+        *,
+        where: str = "subprocess output",
+        keys: Iterable[SecretKey | str] = (),
+    ) -> None:
+        text = output.decode(errors="replace") if isinstance(output, bytes) else output
+        leaks = audit.check(text, where, extra=keys)
+        if leaks:
+            audit.new_leaks()  # reported here; the phase's report need not repeat them
+            pytest.fail("plaintext keys leaked: " + "; ".join(map(str, leaks)), pytrace=False)
+
+    return check
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, TestReport, TestReport]:
+    """Check what this phase produced for plaintext keys; fail the phase if any leaked."""
+    report = yield
+    audit = item.stash.get(_AUDIT, None)
+    if audit is None:
+        return report
+    if call.excinfo is not None:
+        audit.check_exception(call.excinfo.value, f"the exception raised in {call.when}")
+    reveals = item.get_closest_marker(_REVEALS_KEYS) is not None
+    sections = []
+    for title, content in report.sections:
+        if not audit.find(content):
+            sections.append((title, content))
+            continue
+        if not reveals or title.startswith("Captured log"):
+            audit.check(content, title.lower())
+        # What pytest prints shows keys only redacted, even those revealed on purpose.
+        sections.append((title, audit.redact(content)))
+    report.sections = sections
+    leaks = audit.new_leaks()
+    if report.failed and audit.find(str(report.longrepr)):
+        report.longrepr = audit.redact(str(report.longrepr)) + (
+            "\n\n[secret hygiene] the output above held plaintext keys, shown redacted"
+        )
+    if leaks:
+        listed = "\n".join(f"  - {leak}" for leak in leaks)
+        note = f"[secret hygiene] plaintext keys leaked:\n{listed}"
+        if report.failed:
+            report.longrepr = f"{report.longrepr}\n\n{note}"
+        else:
+            report.outcome = "failed"
+            report.longrepr = note
+    if call.when == "teardown":
+        del item.stash[_AUDIT]  # let this test's fakes go
+        audit.fakes.clear()
+        STATS.tests_audited += 1
+        STATS.log_records_audited += audit.handler.records if audit.handler else 0
+        STATS.leaks += len(audit.leaks)
+    return report
