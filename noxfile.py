@@ -28,3 +28,10 @@ def typecheck(session: nox.Session) -> None:
     """Mypy --strict over the package and the tests."""
     session.install("-e", ".[test,redis,crypto]", "mypy>=1.10", "nox")
     session.run("mypy")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site (mkdocs-material, mkdocstrings) with --strict into site/."""
+    session.install(".[docs]")
+    session.run("mkdocs", "build", "--strict", *session.posargs, env={"NO_MKDOCS_2_WARNING": "1"})
