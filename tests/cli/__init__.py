@@ -1,0 +1,1 @@
+"""Tests of the `cs2cap-account` command line, run as a subprocess against the fake API."""

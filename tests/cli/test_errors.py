@@ -1,0 +1,133 @@
+"""One line on stderr and an exit status per kind of failure, never a traceback or a key."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+
+import pytest
+
+from cs2cap_account import AccountClient
+from cs2cap_account.cli import ExitStatus, main
+from cs2cap_account.testing import FakeCS2CapAPI
+
+from ._support import Result, assert_no_plaintext, env_for, run
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+async def test_each_kind_of_failure_has_its_exit_status(fake_cs2cap: FakeCS2CapAPI) -> None:
+    """Revoked key, child key on a management route, a 429 too long to wait, no server,
+    bad arguments and another API error: each its own status, in one line on stderr.
+    """
+    api = fake_cs2cap
+    revoked = api.root_key
+    async with AccountClient(revoked, base_url=api.base_url) as client:
+        await client.reissue_key()
+    child = api.add_child_key("bot")
+    api.faults.rate_limited("get_key", retry_after=3600)  # only `key show` calls get_key
+    no_server = env_for(api) | {"CS2C_API_BASE": f"http://127.0.0.1:{closed_port()}/v1"}
+    cases: dict[str, tuple[ExitStatus, str, list[str], dict[str, str]]] = {
+        "revoked key": (
+            ExitStatus.AUTH,
+            "HTTP 401 AUTH_API_KEY_REVOKED",
+            ["sub-keys", "list"],
+            env_for(api, key=revoked),
+        ),
+        "child key on a management route": (
+            ExitStatus.PERMISSION,
+            "HTTP 403 FORBIDDEN",
+            ["sub-keys", "list"],
+            env_for(api, key=child.key),
+        ),
+        "429 with a long Retry-After": (
+            ExitStatus.RATE_LIMIT,
+            "HTTP 429 RATE_LIMIT_EXCEEDED: Too Many Requests (retry after 3600 s)",
+            ["key", "show"],
+            env_for(api),
+        ),
+        "closed port": (
+            ExitStatus.NETWORK,
+            f"127.0.0.1:{no_server['CS2C_API_BASE'].split(':')[2].split('/')[0]}",
+            ["key", "show", "--max-retries", "0"],
+            no_server,
+        ),
+        "bad argument": (
+            ExitStatus.USAGE,
+            "argument --max-age: not a duration: 'soon'",
+            ["rotate", "--max-age", "soon", "--store", "key.json"],
+            env_for(api),
+        ),
+        "no credential": (
+            ExitStatus.USAGE,
+            "no credential: set CS2C_API_KEY",
+            ["key", "show"],
+            env_for(api, use_root_key=False),
+        ),
+        "nothing to update": (
+            ExitStatus.USAGE,
+            "nothing to change",
+            ["sub-keys", "update", child.key_id],
+            env_for(api),
+        ),
+        "another API error": (
+            ExitStatus.ERROR,
+            "HTTP 404 NOT_FOUND",
+            ["sub-keys", "get", str(uuid.uuid4())],
+            env_for(api),
+        ),
+    }
+    results: list[Result] = await asyncio.gather(
+        *(run(*args, env=env) for _, _, args, env in cases.values())
+    )
+    for (name, (status, message, _, _)), result in zip(cases.items(), results, strict=True):
+        assert (name, result.status) == (name, status), result.stderr
+        assert result.error_line.startswith("cs2cap-account"), name
+        assert message in result.error_line, name
+        assert "Traceback" not in result.output, name
+        assert result.stdout == "", name
+        assert_no_plaintext(result, api)
+    assert api.requests["update_sub_key"] == 0
+
+
+async def test_verbose_shows_the_sdks_logs_without_keys(fake_cs2cap: FakeCS2CapAPI) -> None:
+    """`--verbose` (before or after the command) sends the DEBUG request log to stderr."""
+    env = env_for(fake_cs2cap)
+    after, before = await asyncio.gather(
+        run("key", "show", "--verbose", env=env), run("-v", "sub-keys", "list", env=env)
+    )
+    assert "DEBUG cs2cap_account: GET /account/key -> 200 (attempt 1," in after.stderr
+    assert "DEBUG cs2cap_account: GET /account/sub-keys -> 200 (attempt 1," in before.stderr
+    for result in (after, before):
+        assert result.status == 0, result.stderr
+        assert_no_plaintext(result, fake_cs2cap)
+
+
+def test_help_documents_every_exit_status(capsys: pytest.CaptureFixture[str]) -> None:
+    """The top-level `--help` epilog lists each exit status and the environment."""
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "exit status:" in out
+    for status in ExitStatus:
+        assert f"\n  {status.value:<3}  " in out, status
+    for variable in ("CS2C_API_KEY", "CS2C_SESSION_TOKEN", "CS2C_API_BASE"):
+        assert variable in out
+    assert main(["sub-keys", "update", "--help"]) == 0
+    assert "exit status:" in capsys.readouterr().out
+
+
+def test_a_key_pasted_as_an_argument_is_not_echoed(capsys: pytest.CaptureFixture[str]) -> None:
+    """Usage errors are one line, and redact a key the user put in the wrong place."""
+    key = "sk_live_root_" + "Q" * 32
+    assert main(["key", "show", key]) == ExitStatus.USAGE
+    err = capsys.readouterr().err
+    assert key not in err
+    assert "sk_live_root_…QQQQ" in err
+    assert len(err.splitlines()) == 1
