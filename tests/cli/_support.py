@@ -12,10 +12,10 @@ import os
 import re
 import sys
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import attrs
-import coverage
 
 from cs2cap_account import SecretKey
 from cs2cap_account.testing import FakeCS2CapAPI
@@ -53,19 +53,26 @@ class Result:
         return lines[0]
 
 
-def command(*args: str) -> list[str]:
-    """`python -m cs2cap_account ARGS`; under coverage, measured by `coverage run`.
+@attrs.frozen
+class ChildCoverage:
+    """Where a measured child writes its coverage data, and the configuration it reads."""
 
-    pytest-cov combines the child's parallel data file with its own when the run ends, so
-    the command's code counts towards coverage like code run in the test process.
-    """
-    cov = coverage.Coverage.current()
-    if cov is None:
+    data_file: Path
+    config_file: str | None
+
+
+# Set by the `_measure_children` fixture while pytest-cov measures this session.
+child_coverage: ChildCoverage | None = None
+
+
+def command(*args: str) -> list[str]:
+    """`python -m cs2cap_account ARGS`; under pytest-cov, run by `coverage run` as well."""
+    if child_coverage is None:
         return [sys.executable, "-m", "cs2cap_account", *args]
     wrapper = [sys.executable, "-m", "coverage", "run", "--parallel-mode"]
-    if cov.config.config_file:
-        wrapper.append(f"--rcfile={cov.config.config_file}")
-    wrapper.append(f"--data-file={os.path.abspath(cov.config.data_file)}")
+    if child_coverage.config_file:
+        wrapper.append(f"--rcfile={child_coverage.config_file}")
+    wrapper.append(f"--data-file={child_coverage.data_file}")
     return [*wrapper, "-m", "cs2cap_account", *args]
 
 
