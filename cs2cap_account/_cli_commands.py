@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Final, TextIO, TypeVar
 
 from cs2cap_account._cli_format import (
@@ -161,14 +161,37 @@ async def key_reissue(args: argparse.Namespace, out: TextIO) -> int:
     is revoked or was lost. Otherwise the API key (from the environment, or the store's).
     """
     _confirm_reissue(args)
-    store = FileKeyStore(args.store) if args.store else None
+    # The old key is revoked the moment the server acts: once started, the reissue runs
+    # to the end, so its key is printed or saved. A first Ctrl-C (or SIGTERM) waits for
+    # that; a second one abandons it.
+    task = asyncio.ensure_future(_reissue(args, out))
+    presses = 0
+
+    def interrupted() -> None:
+        nonlocal presses
+        presses += 1
+        if presses > 1:
+            task.cancel()
+            return
+        print(
+            "cs2cap-account: finishing the reissue first (Ctrl-C again abandons it)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    with _on_signals(interrupted):
+        return await task
+
+
+async def _reissue(args: argparse.Namespace, out: TextIO) -> int:
     token = _env_secret(SESSION_TOKEN_ENV)
     key = None if token is not None else _api_key(args)
-    if store is None:
+    if not args.store:
         async with _client(args, api_key=key, session_token=token) as client:
             new = await client.reissue_key()
         _show_reissued(new, out, json_output=args.json)
         return 0
+    store = FileKeyStore(args.store)
     async with store.lock():
         record = await store.load()
         if key is None and token is None and record is not None:
@@ -207,9 +230,8 @@ async def key_reissue(args: argparse.Namespace, out: TextIO) -> int:
             "The previous root key and every child key are revoked.",
             file=out,
         )
-        print_rows(
-            [("id", new.id), ("key", str(new.key)), ("created", new.created_at.isoformat())], out
-        )
+        rows = [("id", new.id), ("key", str(new.key)), ("created", new.created_at.isoformat())]
+        print_rows(rows, out)
     return 0
 
 
@@ -420,20 +442,27 @@ async def rotate(args: argparse.Namespace, out: TextIO) -> int:
 
 
 @contextlib.contextmanager
-def _stop_on_signals() -> Iterator[asyncio.Event]:
-    """An event set by SIGTERM or SIGINT while the block runs."""
-    stop = asyncio.Event()
+def _on_signals(handler: Callable[[], None]) -> Iterator[None]:
+    """Call `handler` on SIGTERM or SIGINT while the block runs (instead of stopping)."""
     loop = asyncio.get_running_loop()
     handled = []
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):  # not on Windows
-            loop.add_signal_handler(signum, stop.set)
+            loop.add_signal_handler(signum, handler)
             handled.append(signum)
     try:
-        yield stop
+        yield
     finally:
         for signum in handled:
             loop.remove_signal_handler(signum)
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[asyncio.Event]:
+    """An event set by SIGTERM or SIGINT while the block runs."""
+    stop = asyncio.Event()
+    with _on_signals(stop.set):
+        yield stop
 
 
 async def _unless_stopped(aw: Awaitable[T], stop: asyncio.Event) -> tuple[bool, T | None]:

@@ -478,7 +478,7 @@ def _async_command(
                 return asyncio.run(command(args, sys.stdout))
             except (CS2CapError, commands.UsageError, commands.Declined) as exc:
                 return _fail(exc, exit_status_for(exc))
-            except KeyboardInterrupt:
+            except (KeyboardInterrupt, asyncio.CancelledError):
                 print(f"{_PROG}: interrupted", file=sys.stderr)
                 return ExitStatus.INTERRUPTED
             except Exception as exc:  # a bug: still one line, the details with --verbose

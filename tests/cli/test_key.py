@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import signal
 from pathlib import Path
 
 from cs2cap_account import AccountClient, FileKeyStore
 from cs2cap_account.cli import ExitStatus
 from cs2cap_account.testing import FakeCS2CapAPI
 
-from ._support import assert_no_plaintext, env_for, finish, run, start
+from ._support import TIMEOUT, assert_no_plaintext, env_for, finish, run, start
 
 
 async def test_key_show_prints_the_metadata_and_the_rate_limit(
@@ -90,6 +91,25 @@ async def test_key_reissue_asks_on_a_terminal_then_prints_the_new_key_once(
     assert "shown this once" in confirmed.stdout
     assert fake_cs2cap.root_key_id in confirmed.stdout
     assert_no_plaintext(confirmed, fake_cs2cap, shown_once=[new.reveal()])
+
+
+async def test_ctrl_c_during_a_reissue_lets_it_finish(fake_cs2cap: FakeCS2CapAPI) -> None:
+    """A SIGINT while the server is reissuing waits for the answer: the key is printed."""
+    fake_cs2cap.faults.delay("reissue_key", 0.5)
+    process = await start("key", "reissue", "--yes", env=env_for(fake_cs2cap))
+
+    async def reissue_arrived() -> None:
+        while fake_cs2cap.requests["reissue_key"] == 0:  # noqa: ASYNC110 - no event to await
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(reissue_arrived(), TIMEOUT)
+    process.send_signal(signal.SIGINT)
+    result = await finish(process)
+    assert result.status == 0, result.stderr
+    assert "finishing the reissue first" in result.stderr
+    assert fake_cs2cap.reissues == 1
+    assert fake_cs2cap.root_key.reveal() in result.stdout.splitlines()
+    assert_no_plaintext(result, fake_cs2cap, shown_once=[fake_cs2cap.root_key.reveal()])
 
 
 async def test_key_reissue_json_puts_the_new_key_in_key(fake_cs2cap: FakeCS2CapAPI) -> None:
