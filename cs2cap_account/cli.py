@@ -325,7 +325,8 @@ def _add_rotate(top: Any) -> None:
     rotate.add_argument(
         "--recreate-sub-keys",
         action="store_true",
-        help="re-create the child keys (same names and overrides) after each rotation",
+        help="re-create the child keys (same names and overrides) after each rotation; "
+        "without it, a rotation revokes them for good",
     )
     rotate.add_argument("--once", action="store_true", help="check (and rotate if due) once")
     _api_options(rotate, json_output=False)

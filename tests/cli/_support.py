@@ -115,7 +115,7 @@ async def finish(process: asyncio.subprocess.Process) -> Result:
     """Wait for the command to end (within `TIMEOUT`) and collect what it printed."""
     try:
         stdout, stderr = await asyncio.wait_for(process.communicate(), TIMEOUT)
-    except TimeoutError:
+    except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
         process.kill()
         await process.wait()
         raise
