@@ -525,7 +525,7 @@ async def _run_until_stopped(
             args.check_interval,
         )
         # The schedule never ends by itself; if it did, its error is the command's.
-        finished, _ = await _unless_stopped(loop, stop)
+        await _unless_stopped(loop, stop)
     logger.info("stopping")
     return 0
 

@@ -30,25 +30,28 @@ async def stored(path: Path) -> KeyRecord:
 async def test_rotate_once_leaves_a_fresh_key_and_rotates_an_aged_one(
     fake_cs2cap: FakeCS2CapAPI, tmp_path: Path
 ) -> None:
-    """A fresh key is stored as generation 1 and left alone; once it is older than
-    --max-age, one check reissues it, saves generation 2 and re-creates the child key.
-    The second run has no CS2C_API_KEY: it starts from the stored key.
+    """A fresh key is stored as generation 1 and left alone, with the date it falls due
+    (the earlier of --max-age and --before-expiry); once it is older than --max-age, one
+    check reissues it, saves generation 2 and re-creates the child key. The second run
+    has no CS2C_API_KEY: it starts from the stored key.
     """
     api = fake_cs2cap
     path = tmp_path / "key.json"
-    args = ("rotate", "--once", "--max-age", "30d", "--store", str(path), "--recreate-sub-keys")
+    args = ("rotate", "--once", "--max-age", "30d", "--before-expiry", "7d", "--store", str(path))
     first_id = api.root_key_id
     api.add_child_key("bot", rate_requests_per_minute_override=60)
+    api.set_root_expires_at(dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=20))
 
     fresh = await run(*args, env=env_for(api))
     assert fresh.status == 0, fresh.stderr
     assert f"Root key {first_id} is not due for rotation" in fresh.stdout
-    assert "(in 29 days)" in fresh.stdout
+    assert "; due " in fresh.stdout
+    assert "(in 12 days))." in fresh.stdout
     assert api.reissues == 0
     assert ((await stored(path)).generation, (await stored(path)).key) == (1, api.root_key)
 
     api.age_root_key(dt.timedelta(days=31))
-    aged = await run(*args, env=env_for(api, use_root_key=False))
+    aged = await run(*args, "--recreate-sub-keys", env=env_for(api, use_root_key=False))
     assert aged.status == 0, aged.stderr
     assert api.reissues == 1
     record = await stored(path)
