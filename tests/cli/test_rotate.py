@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import shutil
 import signal
 import socket
+import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +22,42 @@ from cs2cap_account.testing import FakeCS2CapAPI
 from ._support import TIMEOUT, Result, assert_no_plaintext, env_for, finish, run, start
 
 READY = "SIGTERM or Ctrl-C stops"
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    """A `redis-server` of this test's own on a free port (skipped where there is none)."""
+    pytest.importorskip("redis")
+    executable = shutil.which("redis-server")
+    if executable is None:
+        pytest.skip("redis-server is not installed")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(  # noqa: S603 - a fixed command line of our own
+        [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not _answers_ping(port):
+            assert server.poll() is None and time.monotonic() < deadline, "no redis-server"
+            time.sleep(0.02)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        server.terminate()
+        server.wait(TIMEOUT)
+
+
+def _answers_ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
 
 
 async def stored(path: Path) -> KeyRecord:
@@ -64,6 +104,28 @@ async def test_rotate_once_leaves_a_fresh_key_and_rotates_an_aged_one(
     assert f"root key {first_id} is due for rotation (max_age)" in aged.stderr
     for result in (fresh, aged):
         assert_no_plaintext(result, api)
+
+
+async def test_rotate_once_keeps_the_key_in_redis_with_redis_url(
+    fake_cs2cap: FakeCS2CapAPI, redis_url: str
+) -> None:
+    """`--redis URL` keeps the key in a `RedisKeyStore`: the rotated key is stored there."""
+    from cs2cap_account.stores import RedisKeyStore
+
+    fake_cs2cap.age_root_key(dt.timedelta(days=31))
+    args = ("rotate", "--once", "--max-age", "30d", "--redis", redis_url)
+    result = await run(*args, env=env_for(fake_cs2cap))
+    assert result.status == 0, result.stderr
+    assert "(generation 2, reason max_age)" in result.stdout
+    assert "saved in RedisKeyStore(name='cs2cap')" in result.stdout
+    store = RedisKeyStore(redis_url)
+    try:
+        record = await store.load()
+    finally:
+        await store.aclose()
+    assert record is not None
+    assert (record.generation, record.key) == (2, fake_cs2cap.root_key)
+    assert_no_plaintext(result, fake_cs2cap)
 
 
 async def test_rotate_once_recovers_a_lost_reissue_once_given_a_session_token(
