@@ -64,6 +64,8 @@ T = TypeVar("T")
 
 logger: Final = logging.getLogger("cs2cap_account")
 
+# A request refused with 401 is sent again, with a newer credential, at most this often.
+_MAX_CREDENTIAL_SWITCHES: Final = 1
 RETRYABLE_STATUS: Final = frozenset({408, 429, 500, 502, 503, 504})
 PER_MINUTE_LIMIT: Final = "RATE_LIMIT_EXCEEDED"
 _RETRYING: Final = AsyncRetrying(wait=BACKOFF, reraise=True)
@@ -303,10 +305,11 @@ class Session:
             None if self.options.deadline is None else clock.monotonic() + self.options.deadline
         )
         attempt = 1
-        reloaded = False
+        switches = 0
         state: RetryCallState | None = None
         while True:
             timeout = await self._admit(method, path, deadline)
+            sent_with = self.shared.credentials.current
             try:
                 return await self._attempt(method, path, cl, params, data, token, attempt, timeout)
             except CS2CapError as exc:
@@ -314,10 +317,10 @@ class Session:
             if (
                 isinstance(error, AuthenticationError)
                 and token is None
-                and not reloaded
-                and await self._reload_credential()
+                and switches < _MAX_CREDENTIAL_SWITCHES
+                and await self._newer_credential(sent_with)
             ):
-                reloaded = True
+                switches += 1
                 continue
             if not self._retryable(error, idempotent=idempotent):
                 if on_ambiguous is None or not _is_ambiguous(error):
@@ -412,16 +415,20 @@ class Session:
             return idempotent and error.status_code in RETRYABLE_STATUS
         return False
 
-    async def _reload_credential(self) -> bool:
+    async def _newer_credential(self, sent_with: SecretKey) -> bool:
+        """After a 401, tell whether a credential newer than the one sent is at hand.
+
+        The client may have switched keys while the request was in flight (a rotation in
+        this process); if not, `reload` (the rotator's store) may know a newer key. Either
+        way the request is sent again with it; nothing here ever reissues.
+        """
         credentials = self.shared.credentials
-        if credentials.reload is None:
-            return False
-        fresh = await credentials.reload()
-        if fresh is None or fresh == credentials.api_key:
-            return False
-        logger.info("reloaded the API key from the store after a 401: now %s", fresh)
-        credentials.use(fresh)
-        return True
+        if credentials.current == sent_with and credentials.reload is not None:
+            fresh = await credentials.reload()
+            if fresh is not None and fresh != credentials.api_key:
+                logger.info("reloaded the API key from the store after a 401: now %s", fresh)
+                credentials.use(fresh)
+        return credentials.current != sent_with
 
     def _announce_retry(self, event: RetryEvent) -> None:
         logger.info(

@@ -143,6 +143,7 @@ class KeyRotator:
         self._unsaved: KeyRecord | None = None
         self._recoveries = 0
         self._last_event: RotationEvent | None = None
+        self._switched = asyncio.Event()  # set (and replaced) whenever the client's key changes
         self._inflight: asyncio.Task[RotationEvent] | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -666,8 +667,18 @@ class KeyRotator:
         """After a 401 on an ordinary call: the stored key if it is another one. Never reissues.
 
         If the stored key is the one refused and a key kept aside still authenticates, that
-        key is promoted to the next generation first, and returned.
+        key is promoted to the next generation first, and returned. While this process is
+        rotating, the refusal is most likely its own reissue landing: the call waits for the
+        rotation to switch the client to the new key (and the session sends it again).
         """
+        rotation = self._inflight
+        if rotation is not None and not rotation.done() and rotation is not asyncio.current_task():
+            switched = asyncio.ensure_future(self._switched.wait())
+            try:
+                await asyncio.wait({rotation, switched}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                switched.cancel()
+            return None
         record = await self._store.load()
         if record is not None and record.key == self._client.api_key and record.kept_aside:
             try:
@@ -736,6 +747,8 @@ class KeyRotator:
     def _hold(self, record: KeyRecord) -> None:
         if record.key != self._client.api_key:
             self._client.use_key(record.key)
+            self._switched.set()
+            self._switched = asyncio.Event()
         self._generation = record.generation
         self._key_id = record.key_id
 

@@ -230,3 +230,29 @@ async def test_rotation_logs_carry_no_plaintext_key(
     for secret in (old, event.new_key, event.sub_keys["bot"].key, api.session_token):
         assert secret.reveal() not in text
     assert "root key rotated" in text
+
+
+async def test_calls_in_flight_during_rotations_never_see_the_revoked_key(
+    api: FakeCS2CapAPI, client: AccountClient
+) -> None:
+    """Calls racing ten rotations on the same client all succeed: a call refused because
+    the reissue landed while it was in flight waits for the switch and is sent again.
+    """
+    rotator = KeyRotator(client)
+    done = asyncio.Event()
+    calls = 0
+
+    async def caller() -> None:
+        nonlocal calls
+        while not done.is_set():
+            await client.get_key()
+            calls += 1
+
+    callers = [asyncio.ensure_future(caller()) for _ in range(4)]
+    for _ in range(10):
+        await rotator.rotate_now()
+        await asyncio.sleep(0)
+    done.set()
+    await asyncio.gather(*callers)  # raises if any call failed
+    assert api.reissues == 10
+    assert calls > 10
