@@ -26,6 +26,12 @@ PLAINTEXT_KEY = re.compile(
     r"sk_(?:live|test)_(?:root_|child_)?[A-Za-z0-9_\-]{8,}|eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]+"
 )
 CS2C_VARIABLES = ("CS2C_API_KEY", "CS2C_API_BASE", "CS2C_SESSION_TOKEN")
+# The children speak plain HTTP to loopback only. Pointing OpenSSL's CA paths at nothing
+# spares each one loading the system's CA bundle when aiohttp is imported: half its start.
+NO_CA_CERTIFICATES = {
+    "SSL_CERT_FILE": str(Path(__file__).with_name("no-ca-certificates")),
+    "SSL_CERT_DIR": str(Path(__file__).with_name("no-ca-certificates")),
+}
 
 
 @attrs.frozen
@@ -88,6 +94,7 @@ def env_for(
     `key` replaces the fake's root key; `use_root_key=False` leaves CS2C_API_KEY unset.
     """
     env = {name: value for name, value in os.environ.items() if name not in CS2C_VARIABLES}
+    env.update(NO_CA_CERTIFICATES)
     if api is not None:
         env["CS2C_API_BASE"] = api.base_url
         if key is not None:

@@ -25,7 +25,8 @@ def closed_port() -> int:
 
 async def test_each_kind_of_failure_has_its_exit_status(fake_cs2cap: FakeCS2CapAPI) -> None:
     """Revoked key, child key on a management route, a 429 too long to wait, no server,
-    bad arguments and another API error: each its own status, in one line on stderr.
+    bad arguments, a reissue without --yes off a terminal, a lost reissue response and
+    another API error: each its own status, in one line on stderr.
     """
     api = fake_cs2cap
     revoked = api.root_key
@@ -33,6 +34,7 @@ async def test_each_kind_of_failure_has_its_exit_status(fake_cs2cap: FakeCS2CapA
         await client.reissue_key()
     child = api.add_child_key("bot")
     api.faults.rate_limited("get_key", retry_after=3600)  # only `key show` calls get_key
+    api.faults.drop_after_commit("reissue_key")  # only the lost reissue gets that far
     no_server = env_for(api) | {"CS2C_API_BASE": f"http://127.0.0.1:{closed_port()}/v1"}
     cases: dict[str, tuple[ExitStatus, str, list[str], dict[str, str]]] = {
         "revoked key": (
@@ -77,6 +79,18 @@ async def test_each_kind_of_failure_has_its_exit_status(fake_cs2cap: FakeCS2CapA
             ["sub-keys", "update", child.key_id],
             env_for(api),
         ),
+        "reissue without --yes or a terminal": (
+            ExitStatus.USAGE,
+            "stdin is not a terminal to confirm on, so pass --yes",
+            ["key", "reissue"],
+            env_for(api),
+        ),
+        "lost reissue response": (
+            ExitStatus.ROTATION,
+            "the response holding the new key was lost",
+            ["key", "reissue", "--yes", "--api-key-env", "ROOT"],
+            env_for(api, use_root_key=False, ROOT=api.root_key.reveal()),
+        ),
         "another API error": (
             ExitStatus.ERROR,
             "HTTP 404 NOT_FOUND",
@@ -95,6 +109,9 @@ async def test_each_kind_of_failure_has_its_exit_status(fake_cs2cap: FakeCS2CapA
         assert result.stdout == "", name
         assert_no_plaintext(result, api)
     assert api.requests["update_sub_key"] == 0
+    assert api.reissues == 2  # the one above, and the lost one: `key reissue` alone asked
+    lost = dict(zip(cases, results, strict=True))["lost reissue response"]
+    assert "set CS2C_SESSION_TOKEN and run `cs2cap-account key reissue`" in lost.stderr
 
 
 async def test_verbose_shows_the_sdks_logs_without_keys(fake_cs2cap: FakeCS2CapAPI) -> None:

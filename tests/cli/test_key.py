@@ -47,19 +47,6 @@ async def test_key_show_prints_the_metadata_and_the_rate_limit(
         assert_no_plaintext(result, fake_cs2cap)
 
 
-async def test_key_reissue_refuses_without_yes_when_stdin_is_no_terminal(
-    fake_cs2cap: FakeCS2CapAPI,
-) -> None:
-    """Without a terminal to ask on, `--yes` is required; nothing is reissued."""
-    old = fake_cs2cap.root_key
-    result = await run("key", "reissue", env=env_for(fake_cs2cap))
-    assert result.status == ExitStatus.USAGE
-    assert "--yes" in result.error_line
-    assert result.stdout == ""
-    assert fake_cs2cap.reissues == 0
-    assert fake_cs2cap.is_active(old)
-
-
 async def test_key_reissue_asks_on_a_terminal_then_prints_the_new_key_once(
     fake_cs2cap: FakeCS2CapAPI,
 ) -> None:
@@ -185,17 +172,3 @@ async def test_key_reissue_uses_the_session_token_when_the_key_is_revoked(
     assert result.status == 0, result.stderr
     assert fake_cs2cap.reissues == 2
     assert_no_plaintext(result, fake_cs2cap, shown_once=[fake_cs2cap.root_key.reveal()])
-
-
-async def test_a_lost_reissue_response_exits_with_the_rotation_status(
-    fake_cs2cap: FakeCS2CapAPI,
-) -> None:
-    """The reissue happened but its answer was lost: status 7 and how to recover."""
-    fake_cs2cap.faults.drop_after_commit("reissue_key")
-    result = await run("key", "reissue", "--yes", env=env_for(fake_cs2cap))
-    assert result.status == ExitStatus.ROTATION
-    assert fake_cs2cap.reissues == 1
-    assert "response holding the new key was lost" in result.error_line
-    assert "set CS2C_SESSION_TOKEN and run `cs2cap-account key reissue`" in result.error_line
-    assert result.stdout == ""
-    assert_no_plaintext(result, fake_cs2cap)
