@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import uuid
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -23,7 +24,16 @@ def closed_port() -> int:
     return port
 
 
-async def test_each_kind_of_failure_has_its_exit_status(fake_cs2cap: FakeCS2CapAPI) -> None:
+@pytest.fixture
+async def lonely() -> AsyncIterator[FakeCS2CapAPI]:
+    """A second fake, for a case that would disturb the others' (a reissue revokes all)."""
+    async with FakeCS2CapAPI() as api:
+        yield api
+
+
+async def test_each_kind_of_failure_has_its_exit_status(
+    fake_cs2cap: FakeCS2CapAPI, lonely: FakeCS2CapAPI
+) -> None:
     """Revoked key, child key on a management route, a 429 too long to wait, no server,
     bad arguments, a reissue without --yes off a terminal, a lost reissue response and
     another API error: each its own status, in one line on stderr.
@@ -34,7 +44,7 @@ async def test_each_kind_of_failure_has_its_exit_status(fake_cs2cap: FakeCS2CapA
         await client.reissue_key()
     child = api.add_child_key("bot")
     api.faults.rate_limited("get_key", retry_after=3600)  # only `key show` calls get_key
-    api.faults.drop_after_commit("reissue_key")  # only the lost reissue gets that far
+    lonely.faults.drop_after_commit("reissue_key")
     no_server = env_for(api) | {"CS2C_API_BASE": f"http://127.0.0.1:{closed_port()}/v1"}
     cases: dict[str, tuple[ExitStatus, str, list[str], dict[str, str]]] = {
         "revoked key": (
@@ -89,7 +99,7 @@ async def test_each_kind_of_failure_has_its_exit_status(fake_cs2cap: FakeCS2CapA
             ExitStatus.ROTATION,
             "the response holding the new key was lost",
             ["key", "reissue", "--yes", "--api-key-env", "ROOT"],
-            env_for(api, use_root_key=False, ROOT=api.root_key.reveal()),
+            env_for(lonely, use_root_key=False, ROOT=lonely.root_key.reveal()),
         ),
         "another API error": (
             ExitStatus.ERROR,
@@ -108,8 +118,9 @@ async def test_each_kind_of_failure_has_its_exit_status(fake_cs2cap: FakeCS2CapA
         assert "Traceback" not in result.output, name
         assert result.stdout == "", name
         assert_no_plaintext(result, api)
+        assert_no_plaintext(result, lonely)
     assert api.requests["update_sub_key"] == 0
-    assert api.reissues == 2  # the one above, and the lost one: `key reissue` alone asked
+    assert (api.reissues, lonely.reissues) == (1, 1)
     lost = dict(zip(cases, results, strict=True))["lost reissue response"]
     assert "set CS2C_SESSION_TOKEN and run `cs2cap-account key reissue`" in lost.stderr
 
