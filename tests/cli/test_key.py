@@ -12,7 +12,7 @@ from cs2cap_account import AccountClient, FileKeyStore
 from cs2cap_account.cli import ExitStatus
 from cs2cap_account.testing import FakeCS2CapAPI
 
-from ._support import TIMEOUT, assert_no_plaintext, env_for, finish, run, start
+from ._support import TIMEOUT, Result, assert_no_plaintext, env_for, finish, run, start
 
 
 async def test_key_show_prints_the_metadata_and_the_rate_limit(
@@ -54,16 +54,18 @@ async def test_key_reissue_asks_on_a_terminal_then_prints_the_new_key_once(
     and prints the new one once, on a line of its own.
     """
     old = fake_cs2cap.root_key
-    results = []
-    for answer in (b"n\n", b"y\n"):
+
+    async def answering(answer: bytes) -> Result:
         controller, terminal = os.openpty()
         try:
             process = await start("key", "reissue", env=env_for(fake_cs2cap), stdin=terminal)
             os.write(controller, answer)
-            results.append(await finish(process))
+            return await finish(process)
         finally:
             os.close(terminal)
             os.close(controller)
+
+    results = await asyncio.gather(answering(b"n\n"), answering(b"y\n"))
     declined, confirmed = results
     assert declined.status == ExitStatus.ERROR
     assert "Reissue now? [y/N]" in declined.stderr
@@ -97,18 +99,6 @@ async def test_ctrl_c_during_a_reissue_lets_it_finish(fake_cs2cap: FakeCS2CapAPI
     assert fake_cs2cap.reissues == 1
     assert fake_cs2cap.root_key.reveal() in result.stdout.splitlines()
     assert_no_plaintext(result, fake_cs2cap, shown_once=[fake_cs2cap.root_key.reveal()])
-
-
-async def test_key_reissue_json_puts_the_new_key_in_key(fake_cs2cap: FakeCS2CapAPI) -> None:
-    """In JSON the once-shown key is the `key` field; everything else is redacted."""
-    result = await run("key", "reissue", "--yes", "--json", env=env_for(fake_cs2cap))
-    assert result.status == 0, result.stderr
-    data = result.json()
-    assert data["key"] == fake_cs2cap.root_key.reveal()
-    assert data["key_redacted"] == str(fake_cs2cap.root_key)
-    assert data["id"] == fake_cs2cap.root_key_id
-    assert dt.datetime.fromisoformat(data["created_at"]).tzinfo is not None
-    assert_no_plaintext(result, fake_cs2cap, shown_once=[data["key"]])
 
 
 async def test_key_reissue_store_saves_the_next_generation(
@@ -163,12 +153,20 @@ async def test_key_reissue_shows_the_key_when_the_store_cannot_save_it(
 async def test_key_reissue_uses_the_session_token_when_the_key_is_revoked(
     fake_cs2cap: FakeCS2CapAPI,
 ) -> None:
-    """With CS2C_SESSION_TOKEN set, a revoked CS2C_API_KEY does not stop the reissue."""
+    """With CS2C_SESSION_TOKEN set, a revoked CS2C_API_KEY does not stop the reissue.
+
+    In JSON, the once-shown key is the `key` field; everything else is redacted.
+    """
     revoked = fake_cs2cap.root_key
     async with AccountClient(revoked, base_url=fake_cs2cap.base_url) as client:
         await client.reissue_key()
     env = env_for(fake_cs2cap, key=revoked, CS2C_SESSION_TOKEN=fake_cs2cap.session_token.reveal())
-    result = await run("key", "reissue", "--yes", env=env)
+    result = await run("key", "reissue", "--yes", "--json", env=env)
     assert result.status == 0, result.stderr
     assert fake_cs2cap.reissues == 2
-    assert_no_plaintext(result, fake_cs2cap, shown_once=[fake_cs2cap.root_key.reveal()])
+    data = result.json()
+    assert data["key"] == fake_cs2cap.root_key.reveal()
+    assert data["key_redacted"] == str(fake_cs2cap.root_key)
+    assert data["id"] == fake_cs2cap.root_key_id
+    assert dt.datetime.fromisoformat(data["created_at"]).tzinfo is not None
+    assert_no_plaintext(result, fake_cs2cap, shown_once=[data["key"]])

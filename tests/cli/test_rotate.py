@@ -172,15 +172,17 @@ async def test_rotate_runs_until_sigterm_or_sigint_then_exits_0(
     fake_cs2cap: FakeCS2CapAPI, tmp_path: Path
 ) -> None:
     """The long-lived rotator stops cleanly on SIGTERM and on SIGINT: status 0."""
-    results: list[Result] = []
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        args = ("rotate", "--max-age", "30d", "--store", str(tmp_path / f"{signum}.json"))
+
+    async def stopped_by(signum: signal.Signals) -> Result:
+        args = ("rotate", "--max-age", "30d", "--store", str(tmp_path / f"{signum.name}.json"))
         process = await start(*args, "--check-interval", "1h", env=env_for(fake_cs2cap))
         head = await until_line(process, READY)
         assert "checking every 3600 s" in head
         process.send_signal(signum)
         rest = await finish(process)
-        results.append(Result(rest.status, rest.stdout, head + rest.stderr))
+        return Result(rest.status, rest.stdout, head + rest.stderr)
+
+    results = await asyncio.gather(stopped_by(signal.SIGTERM), stopped_by(signal.SIGINT))
     for result in results:
         assert result.status == 0, result.stderr
         assert "cs2cap_account.cli: stopping" in result.stderr
