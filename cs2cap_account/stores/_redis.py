@@ -250,8 +250,9 @@ class RedisKeyStore:
                         subscribe_at = loop.time() + backoff
                         backoff = min(backoff * 2, self.poll_interval)
                 if now >= next_poll:
-                    next_poll = now + self._poll_wait()
-                    yield await self.generation()
+                    generation = await self.generation()
+                    next_poll = loop.time() + self._poll_wait()
+                    yield generation
                     continue
                 if pubsub is None:
                     await asyncio.sleep(min(next_poll, subscribe_at) - now)
