@@ -11,7 +11,7 @@ nox.options.default_venv_backend = "venv"
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite (with branch coverage) against the installed package."""
-    session.install(".[test]")
+    session.install(".[test,redis,crypto]")
     session.run("pytest", *session.posargs)
 
 
