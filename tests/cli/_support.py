@@ -138,12 +138,8 @@ async def run(
 
 
 def every_secret(api: FakeCS2CapAPI) -> set[str]:
-    """Every key the fake ever issued (to the test or to the child) and its session token.
-
-    Keys issued to the child are known only to the fake's account state, so it is read
-    directly; the fake has no public list of past keys.
-    """
-    return {*api._state._by_secret, api.session_token.reveal()}
+    """Every credential the fake handed out, to the test or to the child, revoked or not."""
+    return {secret.reveal() for secret in api.issued_secrets()}
 
 
 def assert_no_plaintext(
