@@ -278,7 +278,12 @@ class AccountClient:
         self._session.shared.learn_rate(info.effective_rate_requests_per_minute)
         return info
 
-    async def reissue_key(self, *, use_new_key: bool = True) -> ReissuedKey:
+    async def reissue_key(
+        self,
+        *,
+        use_new_key: bool = True,
+        on_lost: Callable[[KeyInfo], object] | None = None,
+    ) -> ReissuedKey:
         """`POST /account/key/reissue`: replace the root key, revoking it and every child.
 
         The new key is in the result, once. With `use_new_key` (the default) the client
@@ -286,6 +291,10 @@ class AccountClient:
         failure the old credential is probed, and the reissue is repeated only if it
         provably did not happen. Raises `KeyLostError` if it happened and the response
         was lost, `ReissueOutcomeUnknownError` if the probe cannot tell.
+
+        With a session JWT, an attempt that took effect but lost its response is repeated
+        (revoking only the lost key); `on_lost`, if given, is first called with the lost
+        key's `KeyInfo`, so a caller can count every reissue that took effect.
         """
         credentials = self._session.shared.credentials
         token = credentials.current
@@ -317,6 +326,8 @@ class AccountClient:
                     now.id,
                 )
                 before = now
+                if on_lost is not None:
+                    on_lost(now)
                 return
             raise _outcome_unknown(before.id, error) from error
 

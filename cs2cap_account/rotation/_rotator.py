@@ -142,6 +142,8 @@ class KeyRotator:
         self._halted: RotationError | None = None
         self._unsaved: KeyRecord | None = None
         self._recoveries = 0
+        # The root key id in force when a recovery ended not knowing if its reissue landed.
+        self._unresolved_rescue: str | None = None
         self._last_event: RotationEvent | None = None
         self._switched = asyncio.Event()  # set (and replaced) whenever the client's key changes
         self._inflight: asyncio.Task[RotationEvent] | None = None
@@ -395,14 +397,28 @@ class KeyRotator:
             clock=self._clock,
             allow_insecure_http=True,  # the same base URL the main client already accepted
         ) as rescuer:
+            # Every reissue that takes effect here replaces a lost key, and is counted as a
+            # recovery: the one that succeeds, each whose response was lost in turn, and one
+            # from an earlier recovery that ended not knowing, if the active key moved since.
+            lost_ids: list[str] = []
             try:
-                new = await rescuer.reissue_key(use_new_key=False)
+                active = (await rescuer.get_key()).id
+                if self._unresolved_rescue not in (None, active):
+                    self._recoveries += 1
+                self._unresolved_rescue = None
+                new = await rescuer.reissue_key(
+                    use_new_key=False, on_lost=lambda info: lost_ids.append(info.id)
+                )
             except CS2CapError as exc:
+                if isinstance(exc, ReissueOutcomeUnknownError):
+                    self._unresolved_rescue = lost_ids[-1] if lost_ids else active
                 raise RotationError(
                     f"the root key {previous} was lost and recovering it with the recovery "
                     f"token failed ({exc}); the journal stays open, the next check retries",
                     previous_key_id=previous,
                 ) from exc
+            finally:
+                self._recoveries += len(lost_ids)
         self._recoveries += 1
         return await self._save_new_key(record, new.key, new.id)
 
