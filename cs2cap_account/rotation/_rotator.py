@@ -527,9 +527,14 @@ class KeyRotator:
     async def _recreate_children(
         self, record: KeyRecord, children: tuple[ChildSpec, ...]
     ) -> tuple[KeyRecord, dict[str, CreatedSubKey], dict[str, BaseException]]:
-        """8. Re-create each child key with its name and overrides, saving each."""
+        """8. Re-create each child key with its name and overrides, saving each.
+
+        A child that an interrupted attempt created but never saved (its plaintext went
+        with the attempt) is reissued, not created again, so no orphan keeps its name.
+        """
         made: dict[str, CreatedSubKey] = {}
         failed: dict[str, BaseException] = {}
+        orphans = await self._orphaned_children(record, children)
         for spec in children:
             stored = record.sub_keys.get(spec.name)
             try:
@@ -537,11 +542,14 @@ class KeyRotator:
                     detail = await self._client.sub_keys.get(stored.id)
                     made[spec.name] = CreatedSubKey(key=stored.key, key_info=detail.key)
                     continue
-                child = await self._client.sub_keys.create(
-                    spec.name,
-                    quota_requests_per_month_override=spec.quota_requests_per_month_override,
-                    rate_requests_per_minute_override=spec.rate_requests_per_minute_override,
-                )
+                if spec.name in orphans:
+                    child = await self._client.sub_keys.reissue(orphans[spec.name])
+                else:
+                    child = await self._client.sub_keys.create(
+                        spec.name,
+                        quota_requests_per_month_override=spec.quota_requests_per_month_override,
+                        rate_requests_per_minute_override=spec.rate_requests_per_minute_override,
+                    )
             except CS2CapError as exc:
                 logger.error("could not re-create child key %r: %s", spec.name, exc)
                 failed[spec.name] = exc
@@ -557,6 +565,28 @@ class KeyRotator:
                 logger.error("could not save child key %r: %s", spec.name, exc)
                 failed[spec.name] = exc
         return record, made, failed
+
+    async def _orphaned_children(
+        self, record: KeyRecord, children: tuple[ChildSpec, ...]
+    ) -> dict[str, str]:
+        """Active child keys, id by name, to re-create yet not in the store: orphans.
+
+        The reissue revoked every older child, so a child with such a name was created by
+        this rotation, in an attempt interrupted before it could save the key.
+        """
+        missing = {spec.name for spec in children if spec.name not in record.sub_keys}
+        if not missing:
+            return {}
+        saved = {entry.id for entry in record.sub_keys.values()}
+        try:
+            return {
+                detail.key.name: detail.key.id
+                async for detail in self._client.sub_keys.iterate()
+                if detail.key.name in missing and detail.key.id not in saved
+            }
+        except CS2CapError as exc:
+            logger.warning("could not list the child keys (%s); creating them afresh", exc)
+            return {}
 
     async def _announce(self, event: RotationEvent) -> RotationEvent:
         """9. Callbacks, then `events()` subscribers; once per generation in this process."""
