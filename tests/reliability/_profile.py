@@ -2,8 +2,10 @@
 
 The default profile keeps the normal test run fast. Setting `CS2CAP_SOAK=1` (which
 `nox -s soak` does) selects the long profile: more rotations, more seeds, the full load
-test and more fuzzing examples. `STATS` collects the numbers each test reports; the
-terminal summary prints them (see `conftest.py` in this directory).
+test and more fuzzing examples. To replay a failed soak run, set `CS2CAP_SOAK_SEEDS` to
+the seed its assertion printed (and `CS2CAP_SOAK_ROTATIONS` to stop sooner or later).
+`STATS` collects the numbers each test reports; the terminal summary prints them (see
+`conftest.py` in this directory).
 """
 
 from __future__ import annotations
@@ -51,7 +53,22 @@ _SOAK: Final = Profile(
     killed_mid_request=12,
 )
 
-PROFILE: Final = _SOAK if os.environ.get(SOAK_ENV) == "1" else _DEFAULT
+
+def _chosen() -> Profile:
+    """The profile `CS2CAP_SOAK` selects, with `CS2CAP_SOAK_SEEDS` (comma-separated) and
+    `CS2CAP_SOAK_ROTATIONS` overriding its seeds and rotations, to replay a failure.
+    """
+    profile = _SOAK if os.environ.get(SOAK_ENV) == "1" else _DEFAULT
+    seeds = os.environ.get(f"{SOAK_ENV}_SEEDS")
+    if seeds:
+        profile = attrs.evolve(profile, seeds=tuple(int(seed) for seed in seeds.split(",")))
+    rotations = os.environ.get(f"{SOAK_ENV}_ROTATIONS")
+    if rotations:
+        profile = attrs.evolve(profile, rotations=int(rotations))
+    return profile
+
+
+PROFILE: Final = _chosen()
 
 
 @attrs.define
