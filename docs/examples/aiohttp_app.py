@@ -3,9 +3,10 @@
 Every handler calls CS2Cap through one shared `AccountClient`. A `KeyRotator` attached to
 the app rotates the root key on a schedule for as long as the app runs; the client
 switches to each new key the moment it is saved. A call that was already on its way with
-the old key when the server revoked it meets a 401: `Rotations` makes it wait for that
-rotation to finish and sends it again. If another process sharing the key store rotates
-the key, the first call that meets a 401 reloads the key from the store and is resent.
+the old key when the server revoked it is refused with a 401; the client waits until the
+rotation has switched it to the new key and sends the call again. If another process
+sharing the key store rotates the key, the first call refused reloads the key from the
+store and is sent again. Either way the handler never sees the 401.
 
 Run it against the real API, then `curl localhost:8080/key`:
 
@@ -14,66 +15,22 @@ Run it against the real API, then `curl localhost:8080/key`:
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import os
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 from aiohttp import web
 
-from cs2cap_account import (
-    AccountClient,
-    AuthenticationError,
-    CS2CapError,
-    FileKeyStore,
-    KeyRotator,
-    KeyStore,
-    RotationEvent,
-)
+from cs2cap_account import AccountClient, CS2CapError, FileKeyStore, KeyRotator, KeyStore
 
-T = TypeVar("T")
 MAX_AGE = dt.timedelta(days=30)
-
-
-class Rotations:
-    """Lets a call that met a 401 wait for the rotation that revoked its key, then resend.
-
-    The server revokes the old key the moment it reissues, before this process holds
-    the new one, so a call already on its way with the old key gets a 401.
-    """
-
-    def __init__(self, rotator: KeyRotator, *, timeout: float = 30.0) -> None:
-        self.count = 0  # rotations announced so far
-        self.timeout = timeout
-        self._next = asyncio.Event()
-        rotator.on_rotate(self._rotated)
-
-    def _rotated(self, _event: RotationEvent) -> None:
-        self.count += 1
-        self._next.set()  # wakes every call waiting for this rotation
-        self._next = asyncio.Event()
-
-    async def call(self, send: Callable[[], Awaitable[T]]) -> T:
-        """`await send()`; after a 401, wait for the rotation in progress and send again."""
-        seen = self.count
-        try:
-            return await send()
-        except AuthenticationError:
-            if self.count == seen:
-                await asyncio.wait_for(self._next.wait(), self.timeout)
-            return await send()
-
-
 CLIENT = web.AppKey("cs2cap_client", AccountClient)
 ROTATOR = web.AppKey("cs2cap_rotator", KeyRotator)
-ROTATIONS = web.AppKey("cs2cap_rotations", Rotations)
 
 
 async def show_key(request: web.Request) -> web.Response:
     """`GET /key`: the root key's metadata (never the key itself)."""
     try:
-        info = await request.app[ROTATIONS].call(request.app[CLIENT].get_key)
+        info = await request.app[CLIENT].get_key()
     except CS2CapError as exc:  # the SDK's messages never contain a key
         return web.json_response({"error": str(exc)}, status=502)
     return web.json_response(
@@ -88,12 +45,8 @@ async def show_key(request: web.Request) -> web.Response:
 async def list_sub_keys(request: web.Request) -> web.Response:
     """`GET /sub-keys`: the names of the account's child keys, every page of them."""
     sub_keys = request.app[CLIENT].sub_keys
-
-    async def names() -> list[str | None]:
-        return [detail.key.name async for detail in sub_keys.iterate()]
-
     try:
-        found = await request.app[ROTATIONS].call(names)
+        found = [detail.key.name async for detail in sub_keys.iterate()]
     except CS2CapError as exc:
         return web.json_response({"error": str(exc)}, status=502)
     return web.json_response({"sub_keys": found})
@@ -112,7 +65,6 @@ def create_app(
     app[ROTATOR] = rotator = KeyRotator(
         client, store=store, max_age=max_age, recovery_token=recovery_token
     )
-    app[ROTATIONS] = Rotations(rotator)
     rotator.attach(app)  # the schedule runs from the app's startup to its cleanup
     app.router.add_get("/key", show_key)
     app.router.add_get("/sub-keys", list_sub_keys)

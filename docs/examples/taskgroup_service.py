@@ -3,9 +3,10 @@
 The rotator's `run()` is one task of the group, beside the workers. The workers use
 `with_options()` copies of one `AccountClient`, which share its credential: a rotation
 switches them all at once. A call that was already on its way with the old key when the
-server revoked it meets a 401; `Rotations` makes it wait for that rotation to finish and
-sends it again. On shutdown every task is cancelled and `rotator.stop()` waits for a
-rotation in flight: a reissue and the save of its key are never cut short.
+server revoked it is refused with a 401; the client waits until the rotation has switched
+it to the new key and sends it again, so the workers never see the 401. On shutdown every
+task is cancelled and `rotator.stop()` waits for a rotation in flight: a reissue and the
+save of its key are never cut short.
 
 Needs Python 3.11+ (`asyncio.TaskGroup`). Run it against the real API (Ctrl-C to stop):
 
@@ -20,47 +21,8 @@ import datetime as dt
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
-from cs2cap_account import (
-    AccountClient,
-    AuthenticationError,
-    FileKeyStore,
-    KeyRotator,
-    RotationEvent,
-)
-
-T = TypeVar("T")
-
-
-class Rotations:
-    """Lets a call that met a 401 wait for the rotation that revoked its key, then resend.
-
-    The server revokes the old key the moment it reissues, before this process holds
-    the new one, so a call already on its way with the old key gets a 401.
-    """
-
-    def __init__(self, rotator: KeyRotator, *, timeout: float = 30.0) -> None:
-        self.count = 0  # rotations announced so far
-        self.timeout = timeout
-        self._next = asyncio.Event()
-        rotator.on_rotate(self._rotated)
-
-    def _rotated(self, _event: RotationEvent) -> None:
-        self.count += 1
-        self._next.set()  # wakes every call waiting for this rotation
-        self._next = asyncio.Event()
-
-    async def call(self, send: Callable[[], Awaitable[T]]) -> T:
-        """`await send()`; after a 401, wait for the rotation in progress and send again."""
-        seen = self.count
-        try:
-            return await send()
-        except AuthenticationError:
-            if self.count == seen:
-                await asyncio.wait_for(self._next.wait(), self.timeout)
-            return await send()
+from cs2cap_account import AccountClient, FileKeyStore, KeyRotator, RotationEvent
 
 
 @dataclasses.dataclass
@@ -71,12 +33,10 @@ class Stats:
     key_ids: list[str] = dataclasses.field(default_factory=list)
 
 
-async def work(
-    client: AccountClient, rotations: Rotations, stats: Stats, *, interval: float
-) -> None:
+async def work(client: AccountClient, stats: Stats, *, interval: float) -> None:
     """One worker: a CS2Cap call every `interval` seconds, until cancelled."""
     while True:
-        info = await rotations.call(client.get_key)  # stands in for your own CS2Cap calls
+        info = await client.get_key()  # stands in for your own CS2Cap calls
         stats.calls += 1
         if info.id not in stats.key_ids:
             stats.key_ids.append(info.id)
@@ -99,14 +59,11 @@ async def serve(
     if sys.version_info < (3, 11):
         raise RuntimeError("asyncio.TaskGroup needs Python 3.11 or later")
     stats = stats if stats is not None else Stats()
-    rotations = Rotations(rotator)
     try:
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(rotator.run(), name="cs2cap-key-rotation")]
             tasks += [
-                group.create_task(
-                    work(client.with_options(timeout=10), rotations, stats, interval=interval)
-                )
+                group.create_task(work(client.with_options(timeout=10), stats, interval=interval))
                 for _ in range(workers)
             ]
             await stop.wait()

@@ -3,8 +3,10 @@
 Workers that cannot share one `AccountClient` (each owns a client, or hands the raw key
 to another library) learn about a new key through an `on_rotate` callback: the pool
 gives every worker the new key the moment a rotation has saved and verified it. A call
-that was already on its way with the old key meets a 401; the worker waits for the swap
-and sends it again, so no job fails because of a rotation.
+sent with the old key before then (the server revokes it the instant it reissues) is
+refused with a 401: the worker's client then asks the rotator for the new key
+(`client.on_unauthorized`) and sends the call again, so no job fails because of a
+rotation.
 
 Run it against the real API (Ctrl-C to stop):
 
@@ -20,45 +22,66 @@ import signal
 
 from cs2cap_account import (
     AccountClient,
-    AuthenticationError,
+    CS2CapError,
     FileKeyStore,
+    Hooks,
     KeyInfo,
     KeyRotator,
+    ResponseEvent,
     RotationEvent,
     SecretKey,
 )
 
-SWAP_TIMEOUT = 60.0  # seconds a worker waits for the new key after a 401
-
 
 class Worker:
-    """One worker: its own client, its own copy of the key, and counts of its calls."""
+    """One worker: its own client, its own copy of the rotator's key, and counts of its calls."""
 
-    def __init__(self, name: str, client: AccountClient) -> None:
+    def __init__(
+        self, name: str, owner: AccountClient, rotator: KeyRotator, *, requests_per_minute: int
+    ) -> None:
         self.name = name
-        self.client = client
+        self.owner = owner  # the rotator's client
+        self.rotator = rotator
         self.calls = 0  # calls started so far
         self.swapped_at = 0  # calls started before the latest key swap
         self.unauthorized: list[int] = []  # the numbers of the calls that met a 401
-        self._swapped = asyncio.Event()
+        self.client = AccountClient(
+            rotator.current_key,
+            base_url=owner.base_url,
+            clock=owner.clock,
+            requests_per_minute=requests_per_minute,
+            hooks=Hooks(on_response=[self._count_401]),
+        )
+        self.client.on_unauthorized(self._newer_key)
 
     def use_key(self, key: SecretKey) -> None:
         """Send `key` from now on (called by the pool's rotation callback)."""
         self.client.use_key(key)
         self.swapped_at = self.calls
-        self._swapped.set()
+
+    async def _newer_key(self) -> SecretKey | None:
+        """After a 401: the rotator's key, once a rotation in flight has switched to it.
+
+        The server revokes the old key before the rotator holds the new one. A call through
+        the rotator's own client waits out that moment (or reloads a key another process
+        stored), after which `current_key` is the key to send. None lets the 401 stand.
+        """
+        if self.rotator.current_key == self.client.api_key:
+            try:
+                await self.owner.get_key()
+            except CS2CapError:
+                return None
+        return self.rotator.current_key
+
+    def _count_401(self, event: ResponseEvent) -> None:
+        """The client's response hook: note each call refused with a 401."""
+        if event.status_code == 401:
+            self.unauthorized.append(self.calls - 1)
 
     async def call(self) -> KeyInfo:
-        """One unit of work. A 401 means a rotation revoked our key: wait for the new one."""
-        number = self.calls
+        """One unit of work."""
         self.calls += 1
-        self._swapped.clear()
-        try:
-            return await self.client.get_key()  # stands in for your own CS2Cap calls
-        except AuthenticationError:
-            self.unauthorized.append(number)
-            await asyncio.wait_for(self._swapped.wait(), SWAP_TIMEOUT)
-            return await self.client.get_key()
+        return await self.client.get_key()  # stands in for your own CS2Cap calls
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work until `stop` is set."""
@@ -76,16 +99,7 @@ class WorkerPool:
         # one share for the rotator's own calls.
         share = max(1, requests_per_minute // (size + 1))
         self.workers = [
-            Worker(
-                f"worker-{n}",
-                AccountClient(
-                    rotator.current_key,
-                    base_url=owner.base_url,
-                    clock=owner.clock,
-                    requests_per_minute=share,
-                ),
-            )
-            for n in range(size)
+            Worker(f"worker-{n}", owner, rotator, requests_per_minute=share) for n in range(size)
         ]
         rotator.on_rotate(self.swap_keys)
 

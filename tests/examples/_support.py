@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
+from cs2cap_account import KeyRecord, MemoryKeyStore
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
 
 
@@ -49,3 +51,29 @@ def sdk_tasks() -> list[asyncio.Task[object]]:
         if task is not asyncio.current_task() and (ours or filename.startswith(str(EXAMPLES))):
             found.append(task)
     return found
+
+
+class HeldSaveStore(MemoryKeyStore):
+    """A memory store that holds back the save of a reissued key until `release()`.
+
+    While it is held, the server has revoked the old key but the rotator does not hold the
+    new one yet: the moment a call sent with the old key is refused. `holding` is set when
+    it begins.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holding = asyncio.Event()
+        self._released = asyncio.Event()
+
+    def release(self) -> None:
+        """Let the held save (and any later one) through."""
+        self._released.set()
+
+    async def save(self, record: KeyRecord, *, expected_generation: int | None) -> None:
+        """Save `record`, first waiting for `release()` if it replaces the stored key."""
+        stored = await self.load()
+        if stored is not None and record.key != stored.key:
+            self.holding.set()
+            await self._released.wait()
+        await super().save(record, expected_generation=expected_generation)

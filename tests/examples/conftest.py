@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from cs2cap_account import AccountClient, FakeClock
+from cs2cap_account import AccountClient, FakeClock, Hooks, ResponseEvent
 from cs2cap_account.testing import FakeCS2CapAPI
 
 
@@ -25,7 +25,16 @@ async def api(clock: FakeClock) -> AsyncIterator[FakeCS2CapAPI]:
 
 
 @pytest.fixture
-async def client(api: FakeCS2CapAPI, clock: FakeClock) -> AsyncIterator[AccountClient]:
-    """A client holding the fake's root key, waiting on `clock`."""
-    async with AccountClient(api.root_key, base_url=api.base_url, clock=clock) as c:
+def responses() -> list[ResponseEvent]:
+    """Every response `client` (or a `with_options` copy of it) received, in order."""
+    return []
+
+
+@pytest.fixture
+async def client(
+    api: FakeCS2CapAPI, clock: FakeClock, responses: list[ResponseEvent]
+) -> AsyncIterator[AccountClient]:
+    """A client holding the fake's root key, waiting on `clock`, recording `responses`."""
+    hooks = Hooks(on_response=[responses.append])
+    async with AccountClient(api.root_key, base_url=api.base_url, clock=clock, hooks=hooks) as c:
         yield c

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from cs2cap_account import AccountClient, KeyRotator, MemoryKeyStore, RotationEvent
 from cs2cap_account.testing import FakeCS2CapAPI
 
-from ._support import load_example, sdk_tasks
+from ._support import HeldSaveStore, load_example, sdk_tasks, until
 
 example = load_example("aiohttp_app")
 
@@ -69,6 +69,35 @@ async def test_concurrent_calls_during_a_rotation_all_succeed(
         seen.append((await get_json(http, "/key"))["key_id"])
     assert seen[-1] == event.key_id
     assert set(seen) <= {event.previous_key_id, event.key_id}
+
+
+async def test_a_call_refused_by_the_reissue_in_flight_is_answered_with_the_new_key(
+    fake_cs2cap: FakeCS2CapAPI, cs2cap_client: AccountClient
+) -> None:
+    """A request arrives after the reissue revoked the old key but before the rotator holds
+    the new one: its CS2Cap call is refused, waits for the switch, is sent again with the
+    new key, and the request gets a 200.
+    """
+    store = HeldSaveStore()
+    app = example.create_app(cs2cap_client, store=store)
+    old_key = cs2cap_client.api_key
+    async with TestClient(TestServer(app)) as http:
+        rotating = asyncio.create_task(app[example.ROTATOR].rotate_now())
+        try:
+            await asyncio.wait_for(store.holding.wait(), 10)
+            assert old_key is not None and not fake_cs2cap.is_active(old_key)
+            assert cs2cap_client.api_key == old_key, "the new key is not in use yet"
+
+            # Only /sub-keys lists child keys, so the fake's count follows its call alone.
+            asking = asyncio.create_task(get_json(http, "/sub-keys"))
+            await until(lambda: fake_cs2cap.requests["list_sub_keys"] == 1)
+            assert not asking.done(), "the refused call waits for the new key"
+        finally:
+            store.release()  # a failure above must not leave the rotation held
+        assert await asyncio.wait_for(asking, 10) == {"sub_keys": []}
+        event = await rotating
+    assert cs2cap_client.api_key == event.new_key
+    assert fake_cs2cap.requests["list_sub_keys"] == 2, "refused once, then sent with the new key"
 
 
 async def test_a_rotation_by_another_process_is_picked_up_from_the_store(

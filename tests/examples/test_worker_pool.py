@@ -7,7 +7,7 @@ import asyncio
 from cs2cap_account import AccountClient, FakeClock, KeyRotator
 from cs2cap_account.testing import FakeCS2CapAPI
 
-from ._support import load_example, until
+from ._support import HeldSaveStore, load_example, until
 
 example = load_example("worker_pool")
 
@@ -15,10 +15,13 @@ example = load_example("worker_pool")
 async def test_every_worker_keeps_succeeding_across_a_rotation(
     api: FakeCS2CapAPI, client: AccountClient, clock: FakeClock
 ) -> None:
-    """Three workers call the API nonstop; the key is rotated mid-run. No call fails, the
-    callback hands each worker the new key, and no call begun after the swap meets a 401.
+    """Three workers call the API nonstop; the key is rotated mid-run, its new key's save
+    held back so that each worker's next call is refused with the revoked key. No call
+    fails: each refused call is sent again with the new key. The callback then hands each
+    worker the new key, and no call begun after the swap meets a 401.
     """
-    rotator = KeyRotator(client)
+    store = HeldSaveStore()
+    rotator = KeyRotator(client, store=store)
     pool = await example.WorkerPool.create(client, rotator, size=3)
     old_key = client.api_key
     assert old_key is not None
@@ -26,8 +29,16 @@ async def test_every_worker_keeps_succeeding_across_a_rotation(
     running = asyncio.create_task(pool.run(stop))
     try:
         await until(lambda: all(worker.calls >= 5 for worker in pool.workers))
-        event = await rotator.rotate_now()
-        await until(lambda: all(w.calls - w.swapped_at >= 5 for w in pool.workers))
+        rotating = asyncio.create_task(rotator.rotate_now())
+        try:
+            await asyncio.wait_for(store.holding.wait(), 10)
+            await until(lambda: running.done() or all(w.unauthorized for w in pool.workers))
+        finally:
+            store.release()  # a failure above must not leave the rotation held
+        event = await rotating
+        await until(
+            lambda: running.done() or all(w.calls - w.swapped_at >= 5 for w in pool.workers)
+        )
     finally:
         stop.set()
         await running  # re-raises any worker's error: none may fail
@@ -41,9 +52,9 @@ async def test_every_worker_keeps_succeeding_across_a_rotation(
         assert all(number < worker.swapped_at for number in worker.unauthorized), (
             f"{worker.name} met a 401 after the swap"
         )
-        # Only the call on the wire when the old key was revoked can meet a 401 (it then
-        # waits for the swap and is sent again).
-        assert len(worker.unauthorized) <= 1, worker.name
+        # Only the call sent while the new key's save was held meets a 401; it waits for
+        # the rotator's client to switch and is sent again with the new key.
+        assert len(worker.unauthorized) == 1, worker.name
 
 
 async def test_workers_split_the_rate_budget_and_pacing_costs_no_real_time(
