@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import sys
+import types
 from collections.abc import Callable, Mapping
-from typing import Any, Final, TypeVar, get_args
+from typing import Any, Final, TypeVar, Union, get_args, get_origin
 
 import attrs
 import cattrs
@@ -37,6 +39,13 @@ _TIMESTAMP: Final = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,9}))?"
     r"(?:([Zz])|([+-])(\d{2}):?(\d{2}))?"
 )
+# The shape the API emits, which `datetime.fromisoformat` (3.11+, for the `Z`) reads to
+# the same value as the general parser below, ten times faster. Anything else, and any
+# value it refuses, takes the general parser (and gets its error message).
+_CANONICAL_TIMESTAMP: Final = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{3}(?:[0-9]{3})?)?Z"
+)
+_FROMISOFORMAT_READS_Z: Final = sys.version_info >= (3, 11)
 
 
 @attrs.frozen
@@ -52,6 +61,11 @@ def parse_timestamp(value: str) -> dt.datetime:
     Accepts `Z` or a `±HH:MM` offset and 1 to 9 fractional digits (beyond microseconds,
     the extra digits are dropped).
     """
+    if _FROMISOFORMAT_READS_Z and _CANONICAL_TIMESTAMP.fullmatch(value):
+        try:
+            return dt.datetime.fromisoformat(value)
+        except ValueError:
+            pass  # out-of-range fields: the general parser raises with its own message
     match = _TIMESTAMP.fullmatch(value)
     if match is None:
         raise ValueError("not an ISO 8601 timestamp")
@@ -72,7 +86,11 @@ def _json_type(value: object) -> str:
 
 
 def _expect(kind: type | tuple[type, ...], name: str) -> Callable[[Any, Any], Any]:
+    exact = frozenset(_tuple(kind))
+
     def hook(value: Any, _: Any) -> Any:
+        if value.__class__ in exact:  # what json.loads makes: the common case, decided at once
+            return value
         # bool is an int in Python, never in JSON.
         if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _tuple(kind)):
             raise TypeError(f"expected {name}, got {_json_type(value)}")
@@ -113,9 +131,26 @@ def _attrs_factory(cl: type[Any], conv: cattrs.Converter) -> Callable[[Any, Any]
     inner = make_dict_structure_fn(cl, conv)
 
     def hook(value: Any, _: Any) -> Any:
-        if not isinstance(value, Mapping):
+        # A dict (what json.loads makes) skips the slower abstract Mapping check.
+        if value.__class__ is not dict and not isinstance(value, Mapping):
             raise TypeError(f"expected object, got {_json_type(value)}")
         return inner(value, cl)
+
+    return hook
+
+
+def _is_optional(cl: Any) -> bool:
+    args = get_args(cl)
+    return get_origin(cl) in (Union, types.UnionType) and len(args) == 2 and type(None) in args
+
+
+def _optional_factory(cl: Any, conv: cattrs.Converter) -> Callable[[Any, Any], Any]:
+    """`X | None`: the hook for X is looked up once, here, not on every value."""
+    inner_type = next(arg for arg in get_args(cl) if arg is not type(None))
+    inner = conv.get_structure_hook(inner_type)
+
+    def hook(value: Any, _: Any) -> Any:
+        return None if value is None else inner(value, inner_type)
 
     return hook
 
@@ -149,6 +184,7 @@ def _make_converter() -> cattrs.Converter:
     conv.register_structure_hook(SecretKey, _structure_secret)
     conv.register_structure_hook_func(lambda cl: cl == Mapping[str, Any], _structure_any_mapping)
     conv.register_structure_hook_factory(_is_homogenous_tuple, _tuple_factory)
+    conv.register_structure_hook_factory(_is_optional, _optional_factory)
     conv.register_structure_hook_factory(attrs.has, _attrs_factory)
     # Unstructuring serves the key stores, which must hold the plaintext.
     conv.register_unstructure_hook(SecretKey, SecretKey.reveal)
