@@ -250,10 +250,12 @@ class Shared:
         The time they arrived is kept with them: relative values (`X-RateLimit-Reset` in
         seconds, `Retry-After`) count from the response, not from when they are read.
         """
-        if any(name in headers for name in _RATE_HEADERS):
-            self._rate_headers = headers
-            self._rate_seen_at = self.clock.now()
-            self._rate_limit = None
+        for name in _RATE_HEADERS:  # a loop, not any(): this runs on every response
+            if name in headers:
+                self._rate_headers = headers
+                self._rate_seen_at = self.clock.now()
+                self._rate_limit = None
+                return
 
     @property
     def rate_limit(self) -> RateLimitInfo | None:
@@ -308,7 +310,10 @@ class Session:
         switches = 0
         state: RetryCallState | None = None
         while True:
-            timeout = await self._admit(method, path, deadline)
+            if deadline is None and self.shared.limiter is None:
+                timeout = self.options.timeout  # nothing to wait for: skip _admit's await
+            else:
+                timeout = await self._admit(method, path, deadline)
             sent_with = self.shared.credentials.current
             try:
                 return await self._attempt(method, path, cl, params, data, token, attempt, timeout)

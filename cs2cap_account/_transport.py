@@ -85,7 +85,6 @@ class Transport:
     ) -> Response:
         """Send one request and read the whole response, or raise `APIConnectionError`."""
         session = self._get_session()
-        what = f"{method} {url.partition('?')[0]}"
         try:
             async with session.request(
                 method,
@@ -100,18 +99,24 @@ class Transport:
                 return Response(resp.status, resp.headers, body, resp.content_type)
         except aiohttp.ConnectionTimeoutError as exc:
             raise APITimeoutError(
-                f"{what}: could not connect within {timeout:g} s", request_sent=False
+                f"{_what(method, url)}: could not connect within {timeout:g} s", request_sent=False
             ) from exc
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise APITimeoutError(f"{what}: no response within {timeout:g} s") from exc
+            raise APITimeoutError(
+                f"{_what(method, url)}: no response within {timeout:g} s"
+            ) from exc
         except aiohttp.ClientConnectorError as exc:
             raise APIConnectionError(
-                f"{what}: could not connect: {_reason(exc)}", request_sent=False
+                f"{_what(method, url)}: could not connect: {_reason(exc)}", request_sent=False
             ) from exc
         except aiohttp.ClientError as exc:
-            raise APIConnectionError(f"{what}: connection failed: {_reason(exc)}") from exc
+            raise APIConnectionError(
+                f"{_what(method, url)}: connection failed: {_reason(exc)}"
+            ) from exc
         except OSError as exc:
-            raise APIConnectionError(f"{what}: connection failed: {_reason(exc)}") from exc
+            raise APIConnectionError(
+                f"{_what(method, url)}: connection failed: {_reason(exc)}"
+            ) from exc
 
     async def aclose(self) -> None:
         """Close the session if this transport created it. Safe to call more than once."""
@@ -120,6 +125,11 @@ class Transport:
         self._closed = True
         if self._owns_session and self._session is not None:
             await self._session.close()
+
+
+def _what(method: str, url: str) -> str:
+    """The request, for an error message: built only when there is an error to report."""
+    return f"{method} {url.partition('?')[0]}"
 
 
 def _reason(exc: BaseException) -> str:
