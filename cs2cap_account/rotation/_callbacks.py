@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+import types
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final
 
 from cs2cap_account._clock import Clock
@@ -38,6 +39,7 @@ async def run_callbacks(
     A callback that raises or times out is retried with backoff, up to `attempts` tries
     in all, without holding up the others. Nothing here raises.
     """
+    loop = asyncio.get_running_loop()
     running: dict[asyncio.Future[Any], Callback] = {}
     failed: list[tuple[Callback, BaseException]] = []
     for callback in callbacks:
@@ -46,10 +48,14 @@ async def run_callbacks(
         except Exception as exc:
             failed.append((callback, exc))
             continue
-        if inspect.isawaitable(result):
+        if result is None:  # what a sync callback returns: nothing to await
+            continue
+        if type(result) is types.CoroutineType:  # an async callback: skip ensure_future's checks
+            running[loop.create_task(result)] = callback
+        elif inspect.isawaitable(result):
             running[asyncio.ensure_future(result)] = callback
     if running:
-        done, late = await asyncio.wait(running, timeout=timeout)
+        done, late = await _wait_all(loop, running, timeout)
         for future in late:
             future.cancel()
             failed.append((running[future], TimeoutError(f"did not finish within {timeout:g} s")))
@@ -68,6 +74,27 @@ async def run_callbacks(
         )
     )
     return tuple(failure for failure in retried if failure is not None)
+
+
+async def _wait_all(
+    loop: asyncio.AbstractEventLoop, futures: Iterable[asyncio.Future[Any]], timeout: float
+) -> tuple[list[asyncio.Future[Any]], list[asyncio.Future[Any]]]:
+    """Wait until every future is done or `timeout` seconds have passed: (done, late).
+
+    Like `asyncio.wait(futures, timeout=...)`, but waits on one pending future at a time,
+    in order: most callbacks finish within the loop pass that starts them, so this hooks
+    a wake-up onto a few futures instead of onto every one of them.
+    """
+    deadline = loop.time() + timeout
+    done: list[asyncio.Future[Any]] = []
+    late: list[asyncio.Future[Any]] = []
+    for future in futures:
+        if not future.done():
+            remaining = deadline - loop.time()
+            if remaining > 0:
+                await asyncio.wait((future,), timeout=remaining)
+        (done if future.done() else late).append(future)
+    return done, late
 
 
 async def _retry(
