@@ -35,3 +35,14 @@ def docs(session: nox.Session) -> None:
     """Build the documentation site (mkdocs-material, mkdocstrings) with --strict into site/."""
     session.install(".[docs]")
     session.run("mkdocs", "build", "--strict", *session.posargs, env={"NO_MKDOCS_2_WARNING": "1"})
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks against raw aiohttp, httpx and the official SDK: prints a Markdown table.
+
+    Pass the script's options after `--`, e.g. `nox -s bench -- --quick` or
+    `nox -s bench -- --only 1,2 --markdown bench.md`.
+    """
+    session.install(".[bench]")
+    session.run("python", "tests/benchmarks/run.py", *session.posargs)
