@@ -75,7 +75,10 @@ return 0
 """
 
 _POLL_JITTER: Final = 0.1  # each poll waits poll_interval * (1 ± 0.1)
-_LEASE_WAIT_MAX: Final = 0.02  # seconds between tries for a held lease, at most
+# Seconds between tries for a held lease: from 2 ms (a follower adopting a key holds it
+# that long), doubling up to 20 ms (a whole rotation), each jittered down by up to half.
+_LEASE_WAIT_FIRST: Final = 0.002
+_LEASE_WAIT_MAX: Final = 0.02
 _RESUBSCRIBE_FIRST: Final = 0.05  # seconds before subscribing again after a failure
 
 
@@ -287,12 +290,14 @@ class RedisKeyStore:
     async def _acquire(self, token: str) -> None:
         """Take the lease, waiting (and retrying) while another process holds it."""
         ttl_ms = max(1, round(self.lease_ttl * 1000))
-        wait = min(_LEASE_WAIT_MAX, self.lease_ttl / 10)
+        most = min(_LEASE_WAIT_MAX, self.lease_ttl / 10)
+        wait = min(_LEASE_WAIT_FIRST, most)
         while True:
             async with self._translated("take the rotation lease of"):
                 if await self._redis.set(self._lease_key, token, nx=True, px=ttl_ms):
                     return
             await asyncio.sleep(wait * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
+            wait = min(wait * 2, most)
 
     async def _keep_lease(self, token: str) -> None:
         """Renew the lease every third of its ttl while held; stop if it was lost."""
