@@ -38,6 +38,25 @@ def docs(session: nox.Session) -> None:
 
 
 @nox.session
+def soak(session: nox.Session) -> None:
+    """Reliability tests, long profile: more chaos rotations and seeds, 20,000 load calls.
+
+    It also kills more rotators mid-request and fuzzes with more examples (CS2CAP_SOAK=1).
+    Replay a soak seed with CS2CAP_SOAK_SEEDS=<seed> (e.g. `nox -s soak -- -k soak`).
+    """
+    session.install(".[test,redis,crypto]")
+    session.run(
+        "pytest",
+        "tests/reliability",
+        "--no-cov",
+        "-p",
+        "no:cacheprovider",
+        *session.posargs,
+        env={"CS2CAP_SOAK": "1"},
+    )
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks against raw aiohttp, httpx and the official SDK: prints a Markdown table.
 
