@@ -8,6 +8,7 @@ open journal, promotes it to the next generation instead of reissuing again.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -16,9 +17,11 @@ from cs2cap_account import (
     AccountClient,
     AuthenticationError,
     FakeClock,
+    Hooks,
     KeyRecord,
     KeyRotator,
     MemoryKeyStore,
+    ResponseEvent,
     RotationEvent,
     SecretKey,
 )
@@ -177,3 +180,40 @@ async def test_resuming_with_no_live_key_aside_still_recovers(
     assert record.kept_aside == (dead_aside,)
     assert api.reissues == 3
     assert rotator.recoveries == 1
+
+
+async def test_a_promotion_that_cannot_probe_lets_the_401_stand_until_the_next_one(
+    api: FakeCS2CapAPI, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """If the keys cannot be probed (the API answers 503), nothing is promoted: the 401
+    stands, the store is unchanged, and the log says why without showing a key. The next
+    401, with the API back, promotes the live key.
+    """
+    dead = api.root_key
+    live = await reissue_behind_the_store(api, clock)
+    before = stored(3, dead, (live,), clock)
+    store = MemoryKeyStore(before)
+
+    api_goes_down = [True]
+
+    def api_down_after_a_401(event: ResponseEvent) -> None:
+        if event.status_code == 401 and api_goes_down[0]:
+            api.faults.fail("get_key", times=20)
+
+    hooks = Hooks(on_response=[api_down_after_a_401])
+    async with AccountClient(dead, base_url=api.base_url, clock=clock, hooks=hooks) as client:
+        rotator = KeyRotator(client, store=store)
+        with caplog.at_level(logging.WARNING), pytest.raises(AuthenticationError):
+            await client.get_key()
+        assert await store.load() == before
+        assert "could not promote a kept-aside key" in caplog.text
+        assert live.reveal() not in caplog.text
+        assert dead.reveal() not in caplog.text
+
+        api_goes_down[0] = False
+        api.faults.clear()
+        await client.get_key()
+        await rotator.stop()
+    record = await store.load()
+    assert record is not None
+    assert (record.generation, record.key) == (4, live)
