@@ -71,7 +71,7 @@ def _options(port: int, directory: Path) -> list[str]:
     return [part for name, value in options.items() for part in (f"--{name}", value)]
 
 
-def _start(executable: str, directory: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start_redis_server(executable: str, directory: Path) -> tuple[subprocess.Popen[bytes], int]:
     """Start redis-server on a free port; bounded wait for it to answer PING."""
     for _ in range(3):  # a port found free may be taken before the server binds it
         port = _free_port()
@@ -85,11 +85,12 @@ def _start(executable: str, directory: Path) -> tuple[subprocess.Popen[bytes], i
             if _answers_ping(port):
                 return proc, port
             time.sleep(0.02)
-        _stop(proc)
+        stop_redis_server(proc)
     pytest.fail(f"redis-server did not start; see {directory / 'redis.log'}", pytrace=False)
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def stop_redis_server(proc: subprocess.Popen[bytes]) -> None:
+    """Stop redis-server (SIGTERM, then SIGKILL after 5 s); safe to call twice."""
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -110,11 +111,11 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     if executable is None:
         _unavailable("redis-server is not installed (apt-get install redis-server)")
         raise AssertionError  # unreachable: skip and fail raise
-    proc, port = _start(executable, tmp_path_factory.mktemp("redis"))
+    proc, port = start_redis_server(executable, tmp_path_factory.mktemp("redis"))
     try:
         yield RedisServer(url=f"redis://127.0.0.1:{port}/0", port=port)
     finally:
-        _stop(proc)
+        stop_redis_server(proc)
 
 
 @pytest.fixture

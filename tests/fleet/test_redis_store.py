@@ -6,11 +6,13 @@ import asyncio
 import itertools
 import json
 import logging
+import shutil
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import attrs
@@ -19,7 +21,7 @@ import pytest
 from cs2cap_account import KeyStore, RedisKeyStore, StaleGenerationError, StoreError
 
 from ._records import ROOT_2, ROOT_3, eventually, full_record, leaked, record
-from .conftest import RedisServer
+from .conftest import RedisServer, start_redis_server, stop_redis_server
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -481,3 +483,30 @@ print("ok")
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.stdout.strip() == "ok", result.stderr
+
+
+async def test_losing_redis_while_holding_the_lease_is_logged_not_raised(
+    redis_server: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis goes away while a rotation holds the lease: renewals fail (logged, retried),
+    and leaving the block does not raise over what the block did: the release failure is
+    logged, with how long the lease may still stand in the way.
+    """
+    executable = shutil.which("redis-server")
+    assert executable is not None
+    proc, port = start_redis_server(executable, tmp_path)
+    store = RedisKeyStore(f"redis://127.0.0.1:{port}/0", lease_ttl=0.15)
+    try:
+        with caplog.at_level(logging.WARNING, logger="cs2cap_account.stores"):
+            async with store.lock():
+                stop_redis_server(proc)
+
+                async def renewal_failed() -> bool:
+                    return "could not renew the rotation lease" in caplog.text
+
+                await eventually(renewal_failed, bound=5.0)
+        assert "could not release the rotation lease" in caplog.text
+        assert "it expires within" in caplog.text
+    finally:
+        stop_redis_server(proc)
+        await store.aclose()
