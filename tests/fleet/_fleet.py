@@ -280,6 +280,14 @@ class Fleet:
                 if self.zygote is not None:
                     await self.zygote.close()
 
+    def leaks(self) -> list[str]:
+        """Keys the fake ever issued (and the session JWT) that appear in the workers'
+        output, redacted; plus anything else shaped like a key printed in full.
+        """
+        logs = self.logs()
+        found = [str(key) for key in self.api.issued_secrets() if key.reveal() in logs]
+        return found + PLAINTEXT_KEY.findall(logs)
+
     def logs(self) -> str:
         """Everything the workers (and the zygote) wrote."""
         return "".join(
