@@ -616,15 +616,16 @@ class KeyRotator:
     # -- catching up with the store -------------------------------------------------------
 
     async def _catch_up(self) -> RotationEvent | None:
-        """Adopt a newer stored key, or finish a journal left open; never reissue."""
+        """Adopt a newer stored key, or finish a journal left open; never reissue.
+
+        Adopting only reads the store, so it needs no lock: a fleet's followers switch
+        together rather than one lease holder after another.
+        """
         record = await self._store.load()
-        if (
-            record is not None
-            and record.pending is None
-            and record.generation == self._generation
-            and self._unsaved is None
-        ):
-            return None
+        if record is not None and record.pending is None and self._unsaved is None:
+            if record.generation == self._generation:
+                return None
+            return await self._adopt(record)
         async with self._store.lock():
             return await self._catch_up_locked()
 
