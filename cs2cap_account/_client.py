@@ -36,6 +36,7 @@ from cs2cap_account._session import (
 )
 from cs2cap_account._transport import Transport
 from cs2cap_account.errors import (
+    APITimeoutError,
     AuthenticationError,
     CS2CapError,
     KeyLostError,
@@ -290,7 +291,8 @@ class AccountClient:
         sends it from then on. The POST is never blindly retried: after an ambiguous
         failure the old credential is probed, and the reissue is repeated only if it
         provably did not happen. Raises `KeyLostError` if it happened and the response
-        was lost, `ReissueOutcomeUnknownError` if the probe cannot tell.
+        was lost, `ReissueOutcomeUnknownError` if the probe cannot tell, or if an attempt
+        timed out (the server may still carry it out) and every retry failed.
 
         With a session JWT, an attempt that took effect but lost its response is repeated
         (revoking only the lost key); `on_lost`, if given, is first called with the lost
@@ -301,9 +303,13 @@ class AccountClient:
         via_jwt = credentials.api_key is None
         before = await self._active_root(token)
         probed = False
+        # An attempt that timed out may still be carried out by the server later, after a
+        # probe found it had not been: then no later failure proves nothing happened.
+        in_flight = False
 
         async def prove_not_applied(error: CS2CapError) -> None:
-            nonlocal before, probed
+            nonlocal before, probed, in_flight
+            in_flight = in_flight or (isinstance(error, APITimeoutError) and error.request_sent)
             try:
                 now = await self._active_root(token)
             except AuthenticationError as exc:
@@ -344,6 +350,12 @@ class AccountClient:
             # attempt was still in flight at the server and has since completed.
             if probed and not via_jwt and exc.code in _REVOKED_CODES:
                 raise _key_lost(before.id) from exc
+            raise
+        except (KeyLostError, ReissueOutcomeUnknownError):
+            raise
+        except CS2CapError as exc:
+            if in_flight:
+                raise _outcome_unknown(before.id, exc) from exc
             raise
         if use_new_key:
             credentials.use(new.key)
