@@ -164,7 +164,13 @@ async def _resolve(soak: Soak, rotation: int) -> KeyRecord:
         settled = record.pending is None and soak.client.api_key == record.key
         if settled and soak.api.is_active(record.key):
             return record
-        await asyncio.wait_for(soak.rotator.check(), BOUND)
+        try:
+            await asyncio.wait_for(soak.rotator.check(), BOUND)
+        except CS2CapError as exc:
+            raise AssertionError(
+                f"{soak.where(rotation)} check() failed with chaos paused: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
         await server_idle(BOUND)
     record = await soak.record()
     raise AssertionError(
