@@ -50,7 +50,7 @@ CHAOS: Final = ChaosSettings(
     delay_seconds=0.06,  # beyond the clients' timeout
 )
 TIMEOUT: Final = 0.04  # the clients' per-attempt timeout, in real seconds
-PACE: Final = 0.02  # real seconds each caller waits between calls
+PACE: Final = 0.05  # real seconds each caller waits between calls
 WORKERS: Final = 20
 HEALTH_EVERY: Final = 25  # rotations between checks that every kind of call works again
 BOUND: Final = 30.0  # real seconds any one rotation, check or wait may take
