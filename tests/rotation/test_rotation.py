@@ -256,3 +256,28 @@ async def test_calls_in_flight_during_rotations_never_see_the_revoked_key(
     await asyncio.gather(*callers)  # raises if any call failed
     assert api.reissues == 10
     assert calls > 10
+
+
+async def test_a_callback_returning_a_future_is_awaited(
+    api: FakeCS2CapAPI, client: AccountClient
+) -> None:
+    """A callback may return any awaitable (here a Future it resolves later), not only a
+    coroutine: the announcement waits for it like for an async callback.
+    """
+    rotator = KeyRotator(client)
+    resolved: list[int] = []
+
+    def later(event: RotationEvent) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def finish() -> None:
+            resolved.append(event.generation)
+            future.set_result(None)
+
+        asyncio.get_running_loop().call_soon(finish)
+        return future
+
+    rotator.on_rotate(later)
+    event = await rotator.rotate_now()
+    assert resolved == [2]
+    assert event.callback_errors == ()

@@ -71,6 +71,7 @@ DESIGNED = frozenset(
         "FileKeyStore",
         "MemoryKeyStore",
         "KeyStore",
+        "RedisKeyStore",
     }
 )
 
