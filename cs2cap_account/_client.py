@@ -25,7 +25,7 @@ from cs2cap_account._models import (
     SubKeyPage,
 )
 from cs2cap_account._ratelimit import SlidingWindowLimiter
-from cs2cap_account._secret import SecretKey
+from cs2cap_account._secret import SecretKey, redact_text
 from cs2cap_account._session import (
     Credentials,
     Hooks,
@@ -75,7 +75,9 @@ def _is_loopback(host: str) -> bool:
 def _check_base_url(base_url: str, *, allow_insecure_http: bool) -> str:
     parts = urllib.parse.urlsplit(base_url)
     if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ValueError(f"base_url must be an http(s) URL with a host, got {base_url!r}")
+        raise ValueError(
+            f"base_url must be an http(s) URL with a host, got {redact_text(base_url)!r}"
+        )
     if parts.username or parts.password or parts.query or parts.fragment:
         raise ValueError("base_url must not carry credentials, a query or a fragment")
     if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(parts.hostname):

@@ -165,9 +165,10 @@ class Credentials:
     _api_key: SecretKey | None
     _session_token: SecretKey | None
     user_agent: str
-    reload: Callable[[], Awaitable[SecretKey | None]] | None = None
-    _headers: dict[str, str] = attrs.field(init=False)
-    _json_headers: dict[str, str] = attrs.field(init=False)
+    reload: Callable[[], Awaitable[SecretKey | None]] | None = attrs.field(default=None, repr=False)
+    # The headers carry the plaintext key: never in a repr.
+    _headers: dict[str, str] = attrs.field(init=False, repr=False)
+    _json_headers: dict[str, str] = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         self._rebuild()

@@ -70,8 +70,9 @@ class ValidationIssue:
     type: str
     loc: tuple[str | int, ...]
     msg: str
-    input: Any = None
-    ctx: Mapping[str, Any] | None = None
+    # What the server echoes back may hold anything the request sent: kept, never shown.
+    input: Any = attrs.field(default=None, repr=False)
+    ctx: Mapping[str, Any] | None = attrs.field(default=None, repr=False)
 
 
 def _redact_detail(

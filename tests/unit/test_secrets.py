@@ -23,6 +23,7 @@ from cs2cap_account import (
     SecretKey,
     SubKeyOutcomeUnknownError,
     UnprocessableEntityError,
+    ValidationIssue,
 )
 from cs2cap_account._secret import redact_text
 
@@ -353,3 +354,29 @@ def test_a_secret_cannot_be_reinitialised() -> None:
     with pytest.raises(AttributeError):
         key.__init__("sk_live_root_" + "b" * 32)  # type: ignore[misc]
     assert key.reveal() == "sk_live_root_" + "a" * 32
+
+
+def test_internal_session_state_does_not_show_the_key() -> None:
+    """The session layer's own reprs (credentials, shared state) never hold the plaintext:
+    tools that capture local variables record them.
+    """
+    key = "sk_live_root_" + "Q" * 32
+    client = AccountClient(key, base_url="http://127.0.0.1:9/v1")
+    assert key not in repr(client._session)
+    assert key not in repr(client._session.shared.credentials)
+
+
+def test_a_key_passed_as_base_url_is_not_echoed() -> None:
+    """A key put in CS2C_API_BASE by mistake is redacted in the configuration error."""
+    key = "sk_live_root_" + "Q" * 32
+    with pytest.raises(ValueError, match="base_url") as caught:
+        AccountClient(key, base_url=key)
+    assert key not in str(caught.value)
+
+
+def test_validation_issue_repr_leaves_out_the_echoed_input() -> None:
+    """A 422 item's `input` and `ctx` may echo what was sent: kept, but not in the repr."""
+    key = "sk_live_root_" + "Q" * 32
+    issue = ValidationIssue(type="t", loc=("body",), msg="m", input={"k": key}, ctx={"k": key})
+    assert issue.input == {"k": key}
+    assert key not in repr(issue)
