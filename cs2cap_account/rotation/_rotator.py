@@ -239,7 +239,7 @@ class KeyRotator:
                 async for generation in changes():
                     if generation != self._generation:
                         await self._catch_up()
-            except (CS2CapError, OSError) as exc:
+            except Exception as exc:  # never let a bad message end the follower
                 logger.error("following the key store failed (%s); following again", exc)
                 await self._clock.sleep(1.0)
 

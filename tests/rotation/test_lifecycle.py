@@ -6,11 +6,12 @@ import asyncio
 import datetime as dt
 import logging
 import sys
+from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
 
-from cs2cap_account import AccountClient, KeyRotator, RotationEvent
+from cs2cap_account import AccountClient, KeyRotator, MemoryKeyStore, RotationEvent
 from cs2cap_account.testing import FakeCS2CapAPI
 
 
@@ -124,3 +125,31 @@ def test_constructor_rejects_nonsense() -> None:
     )
     with pytest.raises(ValueError, match="root API key"):
         KeyRotator(token_only)
+
+
+async def test_a_broken_change_feed_never_outlives_stop(
+    api: FakeCS2CapAPI, client: AccountClient
+) -> None:
+    """A store whose change feed raises something unexpected is followed again, and stop()
+    still ends every task the rotator made.
+    """
+    attempts = 0
+
+    class BrokenFeedStore(MemoryKeyStore):
+        async def changes(self) -> AsyncIterator[int]:
+            nonlocal attempts
+            attempts += 1
+            yield 1
+            raise ValueError("junk on the channel")
+
+    rotator = KeyRotator(client, store=BrokenFeedStore())
+    task = rotator.start()
+    for _ in range(200):
+        if attempts >= 2:
+            break
+        await asyncio.sleep(0.005)
+    assert attempts >= 2, "the follower picked itself up after the error"
+    assert not task.done()
+    await rotator.stop()
+    assert task.done()
+    assert sdk_tasks() == []
