@@ -114,7 +114,9 @@ class SlidingWindowLimiter:
         With a `deadline` (a reading of the limiter's clock), never wait until or past
         it: return False at once instead, counting nothing.
         """
-        async with self._lock:
+        if not await self._lock_within(deadline):
+            return False
+        try:
             span = self.span
             sent = self._sent
             while True:
@@ -134,3 +136,16 @@ class SlidingWindowLimiter:
                 if deadline is not None and wake >= deadline:
                     return False
                 await self.clock.sleep(wake - now)
+        finally:
+            self._lock.release()
+
+    async def _lock_within(self, deadline: float | None) -> bool:
+        """Take the FIFO lock; with a deadline, give up (False) rather than wait past it."""
+        if deadline is None:
+            await self._lock.acquire()
+            return True
+        try:
+            await asyncio.wait_for(self._lock.acquire(), deadline - self.clock.monotonic())
+        except asyncio.TimeoutError:
+            return False
+        return True
