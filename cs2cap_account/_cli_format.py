@@ -1,8 +1,8 @@
 """How the command line shows results: aligned text for people, JSON for programs.
 
 Every `SecretKey` is shown redacted. The one exception is a key the API has just issued
-and will never show again: the commands print it on purpose, through `once_shown()` (in
-JSON, in a `"key"` field).
+and will never show again: the commands print it on purpose, once (in JSON, in a `"key"`
+field, through `reissued_json(reveal=True)`).
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@
                <── on failure: may it be retried?  (safe to repeat, or proven not applied)
                    wait max(backoff, Retry-After), within max_retry_wait and the deadline
 
-Retries use tenacity's wait and stop strategies, wrapped here and nowhere else. A request
+Retries use tenacity's wait and stop strategies (the backoff lives in `_retry`, the one
+place that configures tenacity; the rotator takes its retries from there too). A request
 that is not safe to repeat (a POST) is retried only when the server provably did not act
 on it: the connection was never made, or it answered 429. Any other failure after it was
 sent is *ambiguous*; the caller may pass `on_ambiguous`, which either proves the request

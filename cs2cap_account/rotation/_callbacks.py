@@ -113,7 +113,7 @@ async def _retry(
                 with attempt:
                     result = callback(event)
                     if inspect.isawaitable(result):
-                        await asyncio.wait_for(_as_coroutine(result), timeout)
+                        await asyncio.wait_for(result, timeout)
         except Exception as exc:
             error = exc
         else:
@@ -125,7 +125,3 @@ async def _retry(
         redact_text(repr(error)),
     )
     return CallbackFailure(_name(callback), error, attempts)
-
-
-async def _as_coroutine(awaitable: Awaitable[Any]) -> Any:
-    return await awaitable

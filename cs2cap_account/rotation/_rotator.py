@@ -351,7 +351,7 @@ class KeyRotator:
             ]
             pending = attrs.evolve(pending, children=tuple(children))
             return await self._write(attrs.evolve(record, pending=pending), record.generation)
-        except (CS2CapError, StoreError) as exc:
+        except CS2CapError as exc:  # StoreError included
             await self._write(record, record.generation)  # close the journal again
             raise RotationError(
                 f"could not record the child keys ({exc}); {unchanged}",

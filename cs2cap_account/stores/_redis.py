@@ -203,8 +203,8 @@ class RedisKeyStore:
                 yield
             finally:
                 renewer.cancel()
-                with suppress(asyncio.CancelledError):
-                    await renewer
+                # Wait for it without swallowing a cancellation aimed at this task.
+                await asyncio.wait([renewer])
                 await self._release(token)
 
     async def aclose(self) -> None:
