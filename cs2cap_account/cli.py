@@ -136,24 +136,23 @@ def _seconds(text: str) -> float:
     return parse_duration(text).total_seconds()
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return value
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number no smaller than `minimum`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, got {value}")
+        return value
+
+    return parse
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+_positive_int = _int_at_least(1)
+_count = _int_at_least(0)
 
 
 # -- the parser ------------------------------------------------------------------------------
@@ -352,10 +351,9 @@ def _add_sub_keys(top: Any) -> None:
     _api_options(create)
     create.set_defaults(run=_async_command(commands.sub_keys_create))
 
-    get = _command(actions, "get", help="show one child key and its usage this month")
-    get.add_argument("key_id", metavar="ID")
-    _api_options(get)
-    get.set_defaults(run=_async_command(commands.sub_keys_get))
+    _key_id_command(
+        actions, "get", commands.sub_keys_get, help="show one child key and its usage this month"
+    )
 
     update = _command(
         actions,
@@ -379,19 +377,21 @@ def _add_sub_keys(top: Any) -> None:
     _api_options(update)
     update.set_defaults(run=_async_command(commands.sub_keys_update))
 
-    delete = _command(actions, "delete", help="revoke a child key")
-    delete.add_argument("key_id", metavar="ID")
-    _api_options(delete)
-    delete.set_defaults(run=_async_command(commands.sub_keys_delete))
-
-    reissue = _command(
+    _key_id_command(actions, "delete", commands.sub_keys_delete, help="revoke a child key")
+    _key_id_command(
         actions,
         "reissue",
+        commands.sub_keys_reissue,
         help="replace a child key (same name and overrides; printed once)",
     )
-    reissue.add_argument("key_id", metavar="ID")
-    _api_options(reissue)
-    reissue.set_defaults(run=_async_command(commands.sub_keys_reissue))
+
+
+def _key_id_command(actions: Any, name: str, run: AsyncCommand, *, help: str) -> None:
+    """A `sub-keys` action that takes one child key ID and the usual API options."""
+    parser = _command(actions, name, help=help)
+    parser.add_argument("key_id", metavar="ID")
+    _api_options(parser)
+    parser.set_defaults(run=_async_command(run))
 
 
 def _add_mock_server(top: Any) -> None:
