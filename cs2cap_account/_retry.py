@@ -50,3 +50,51 @@ def retrying(
         before_sleep=before_sleep,
         reraise=True,
     )
+
+
+# -- Named strategies for the rotator's retries ------------------------------------------
+# Built from the names imported above, so that tenacity stays imported here alone.
+
+
+class _RetryIf(retry_base):
+    """Retry an attempt whose exception satisfies `predicate`."""
+
+    def __init__(self, predicate: Callable[[BaseException], bool]) -> None:
+        self._predicate = predicate
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        outcome = retry_state.outcome
+        if outcome is None or not outcome.failed:
+            return False
+        error = outcome.exception()
+        return error is not None and self._predicate(error)
+
+
+def retry_on(*kinds: type[BaseException]) -> retry_base:
+    """Retry an attempt that raised one of `kinds`."""
+    return retry_if_exception_type(kinds)
+
+
+def retry_on_unless(kind: type[BaseException], unless: type[BaseException]) -> retry_base:
+    """Retry an attempt that raised `kind`, unless it is also an `unless`."""
+    return _RetryIf(lambda error: isinstance(error, kind) and not isinstance(error, unless))
+
+
+def backoff_capped_at(cap: float) -> wait_base:
+    """1 s, 2 s, 4 s, ... up to `cap`, each plus up to 1 s of jitter (failed checks)."""
+    return wait_exponential(multiplier=1.0, max=cap) + wait_random(0, 1.0)
+
+
+def before_each_wait(
+    report: Callable[[BaseException | None, float], None],
+) -> Callable[[RetryCallState], None]:
+    """A `before_sleep` calling `report(error, seconds until the next try)`."""
+
+    def before_sleep(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        report(error, state.next_action.sleep if state.next_action else 0.0)
+
+    return before_sleep
+
+
+__all__ += ["backoff_capped_at", "before_each_wait", "retry_on", "retry_on_unless"]
