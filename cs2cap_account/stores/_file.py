@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from cs2cap_account._clock import Clock, SystemClock
 from cs2cap_account.errors import StoreError
 from cs2cap_account.stores._cipher import (
     CipherKey,
@@ -42,6 +43,7 @@ class FileKeyStore:
     one on `<path>.save.lock` makes each save's compare-and-set atomic.
     The file is refused, with a clear error, if it is a symlink or readable by others.
     With `cipher=` (a Fernet key, or a list of them), the file holds the record encrypted.
+    A waiter for the rotation lock polls it on `clock` (the system clock by default).
     """
 
     def __init__(
@@ -49,8 +51,11 @@ class FileKeyStore:
         path: str | os.PathLike[str],
         *,
         cipher: CipherKey | RecordCipher | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.path = Path(path)
+        self._clock: Clock = clock or SystemClock()
+        self._where = f"the key file {self.path}"
         self._cipher = make_cipher(cipher)
         self._lock_path = self.path.with_name(self.path.name + ".lock")
         self._save_lock_path = self.path.with_name(self.path.name + ".save.lock")
@@ -78,7 +83,7 @@ class FileKeyStore:
         async with self._local:
             fd = _open_lock_file(self._lock_path)
             try:
-                await _flock_polling(fd, self._lock_path)
+                await _flock_polling(fd, self._lock_path, self._clock)
                 yield
             finally:
                 os.close(fd)  # closing the only descriptor drops the lock, if it was taken
@@ -112,8 +117,8 @@ class FileKeyStore:
                 data = handle.read()
         finally:
             os.close(fd)
-        data = open_record_bytes(self._cipher, data, source=str(self.path))
-        return load_record(data, source=str(self.path))
+        data = open_record_bytes(self._cipher, data, source=self._where)
+        return load_record(data, source=self._where)
 
     def _save(self, record: KeyRecord, expected_generation: int | None) -> None:
         data = seal_record_bytes(self._cipher, dump_record(record))
@@ -175,14 +180,17 @@ def _open_lock_file(path: Path) -> int:
         raise StoreError(f"cannot open the lock file {path}: {exc.strerror}") from exc
 
 
-async def _flock_polling(fd: int, path: Path) -> None:
-    """Take an exclusive `flock` on `fd`, waiting without a thread; cancellable any time."""
+async def _flock_polling(fd: int, path: Path, clock: Clock) -> None:
+    """Take an exclusive `flock` on `fd`, waiting on `clock` without a thread.
+
+    Cancellable any time.
+    """
     delay = _POLL_FIRST
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            await asyncio.sleep(delay)
+            await clock.sleep(delay)
             delay = min(delay * 2, _POLL_MAX)
         except OSError as exc:
             raise StoreError(f"cannot lock {path}: {exc.strerror}") from exc

@@ -20,6 +20,7 @@ __all__ = [
     "StoredSubKey",
     "dump_record",
     "load_record",
+    "successor",
 ]
 
 
@@ -75,16 +76,55 @@ class KeyRecord:
     kept_aside: tuple[SecretKey, ...] = ()
 
 
+def successor(
+    record: KeyRecord | None, key: SecretKey, key_id: str, *, at: dt.datetime
+) -> KeyRecord:
+    """The record that follows `record` once `key` (with id `key_id`) replaced its key.
+
+    One generation on (1 for an empty store), saved `at`. The journal and the kept-aside
+    keys carry over (less `key` itself, if it was one), so an open rotation is still
+    finished and no live key is forgotten; the child keys do not, since the reissue that
+    made `key` revoked them.
+    """
+    if record is None:
+        return KeyRecord(generation=1, key=key, key_id=key_id, saved_at=at)
+    return KeyRecord(
+        generation=record.generation + 1,
+        key=key,
+        key_id=key_id,
+        saved_at=at,
+        pending=record.pending,
+        kept_aside=tuple(kept for kept in record.kept_aside if kept != key),
+    )
+
+
 def dump_record(record: KeyRecord) -> bytes:
     """Serialise a record to JSON bytes (plaintext keys included: protect the bytes)."""
     return json.dumps(converter.unstructure(record), separators=(",", ":")).encode()
 
 
 def load_record(data: bytes | str, *, source: str) -> KeyRecord:
-    """Parse JSON bytes written by `dump_record`, or raise `StoreError` naming `source`."""
+    """Parse JSON bytes written by `dump_record`, or raise `StoreError` naming `source`.
+
+    `source` names the place, as in "the key file /var/lib/key.json": the error reads
+    "<source> is corrupt: <what is wrong>".
+    """
     try:
         raw: Any = json.loads(data)
-        return structure(raw, KeyRecord)
-    except (ValueError, RecursionError, MalformedResponseError) as exc:
+    except (ValueError, RecursionError) as exc:
         # RecursionError: deeply nested JSON, which is as corrupt as any other.
-        raise StoreError(f"{source} does not hold a valid key record: {exc}") from exc
+        what = "nested too deeply" if isinstance(exc, RecursionError) else f"not JSON ({exc})"
+        raise StoreError(f"{source} is corrupt: {what}") from exc
+    try:
+        return structure(raw, KeyRecord)
+    except (MalformedResponseError, RecursionError) as exc:
+        raise StoreError(f"{source} is corrupt: {_problem(exc)}") from exc
+
+
+def _problem(exc: BaseException) -> str:
+    """What is wrong with a record, without the parser's "malformed ... response" prefix."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    text = str(exc)
+    prefix = f"malformed {KeyRecord.__name__} response: "
+    return text.removeprefix(prefix) or "not a key record"

@@ -27,6 +27,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any, Final
 
+from cs2cap_account._clock import Clock, SystemClock
 from cs2cap_account._secret import redact_text
 from cs2cap_account.errors import StaleGenerationError, StoreError
 from cs2cap_account.stores._cipher import (
@@ -102,6 +103,9 @@ class RedisKeyStore:
         poll_interval: seconds between polls of the stored generation in `changes()`.
         cipher: a Fernet key (or a list: the first encrypts, any decrypts); the record is
             then stored encrypted. Needs `cryptography` (`cs2cap-account[crypto]`).
+        clock: what waiting for the lease and renewing it sleep on (the system clock by
+            default). `changes()` waits on its subscription's socket, so it keeps the
+            event loop's time.
 
     A save is as durable as the Redis server is configured to make it (AOF with
     `appendfsync always`, or replicas): the key lives nowhere else.
@@ -116,6 +120,7 @@ class RedisKeyStore:
         lease_ttl: float = 30.0,
         poll_interval: float = 5.0,
         cipher: CipherKey | RecordCipher | None = None,
+        clock: Clock | None = None,
     ) -> None:
         if not name:
             raise ValueError("name must not be empty")
@@ -146,6 +151,8 @@ class RedisKeyStore:
         self._local = asyncio.Lock()
         self._subscriptions: set[PubSub] = set()
         self._where = f"the Redis store {name!r}"
+        self._record_where = f"the record hash {self._record_key!r} of {self._where}"
+        self._clock: Clock = clock or SystemClock()
 
     def __repr__(self) -> str:
         encrypted = ", encrypted" if self._cipher is not None else ""
@@ -160,13 +167,15 @@ class RedisKeyStore:
         if generation is None and data is None:
             return None
         if generation is None or data is None:
-            raise StoreError(f"{self._where} holds a partial record: one of its fields is missing")
-        raw = open_record_bytes(self._cipher, _as_bytes(data), source=self._where)
-        record = load_record(raw, source=self._where)
+            raise StoreError(
+                f"{self._record_where} holds a partial record: one of its fields is missing"
+            )
+        raw = open_record_bytes(self._cipher, _as_bytes(data), source=self._record_where)
+        record = load_record(raw, source=self._record_where)
         if str(record.generation) != _as_str(generation):
             raise StoreError(
-                f"{self._where} is inconsistent: its generation field says {_as_str(generation)}, "
-                f"its record {record.generation}"
+                f"{self._record_where} is inconsistent: its generation field says "
+                f"{_as_str(generation)}, its record {record.generation}"
             )
         return record
 
@@ -296,14 +305,14 @@ class RedisKeyStore:
             async with self._translated("take the rotation lease of"):
                 if await self._redis.set(self._lease_key, token, nx=True, px=ttl_ms):
                     return
-            await asyncio.sleep(wait * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
+            await self._clock.sleep(wait * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
             wait = min(wait * 2, most)
 
     async def _keep_lease(self, token: str) -> None:
         """Renew the lease every third of its ttl while held; stop if it was lost."""
         ttl_ms = max(1, round(self.lease_ttl * 1000))
         while True:
-            await asyncio.sleep(self.lease_ttl / 3)
+            await self._clock.sleep(self.lease_ttl / 3)
             try:
                 async with self._translated("renew the rotation lease of"):
                     held = await self._renew_script(keys=[self._lease_key], args=[token, ttl_ms])
