@@ -23,6 +23,7 @@ from cs2cap_account.testing._faults import (
     FaultKind,
 )
 from cs2cap_account.testing._routes import ROUTE_NAMES
+from cs2cap_account.testing._seams import after_step
 from cs2cap_account.testing._server import (
     FakeCS2CapAPI,
     IssuedKey,
@@ -44,6 +45,7 @@ __all__ = [
     "FaultKind",
     "IssuedKey",
     "TierLimits",
+    "after_step",
     "live_fakes",
     "tracking_fakes",
 ]

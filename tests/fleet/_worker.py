@@ -48,6 +48,8 @@ from cs2cap_account import (
     RotationEvent,
     SecretKey,
 )
+from cs2cap_account.rotation import Step
+from cs2cap_account.testing import after_step
 
 IDLE_BOUND = 120.0
 FAULTS = os.environ.get("FLEET_FAULT_POINTS") == "1"
@@ -125,11 +127,13 @@ class Worker:
             self.store.kill_when_locked = True
             return
 
-        async def after_step(passed: str) -> None:
-            if passed == step:
+        fatal = Step(step)
+
+        async def die_there(passed: Step) -> None:
+            if passed is fatal:
                 die()
 
-        self.rotator._after_step = after_step
+        after_step(self.rotator, die_there)
 
     async def state(self) -> dict[str, Any]:
         """What this process holds, after one `get_key()` with it."""

@@ -11,6 +11,7 @@ import datetime as dt
 import logging
 from collections.abc import AsyncIterator
 
+import attrs
 import pytest
 
 from cs2cap_account import (
@@ -85,14 +86,17 @@ async def test_a_401_promotes_the_live_kept_aside_key(api: FakeCS2CapAPI, clock:
     """
     dead = api.root_key
     dead_aside = SecretKey("sk_live_root_" + "9" * 24 + "ZZZZ")  # never issued: 401 too
-    live = await reissue_behind_the_store(api, clock)
-    store = MemoryKeyStore(stored(3, dead, (dead_aside, live), clock))
+    store = MemoryKeyStore(stored(3, dead, (dead_aside,), clock))
     async with AccountClient(dead, base_url=api.base_url, clock=clock) as client:
         rotator = KeyRotator(client, store=store, recovery_token=api.session_token)
         events: list[RotationEvent] = []
         rotator.on_rotate(events.append)
-        rotator._generation = 3  # this process already holds generation 3
-        rotator._announced = 3
+        await rotator.check()  # this process now holds generation 3, its starting key
+        assert (rotator.generation, events) == (3, [])
+        live = await reissue_behind_the_store(api, clock)
+        fenced = await store.load()  # a fenced rotator keeps its key aside
+        assert fenced is not None
+        await store.save(attrs.evolve(fenced, kept_aside=(dead_aside, live)), expected_generation=3)
 
         info = await client.get_key()
         await rotator.stop()  # waits for the background catch-up to finish

@@ -18,7 +18,8 @@ from cs2cap_account import (
     RotationError,
     StaleGenerationError,
 )
-from cs2cap_account.testing import FakeCS2CapAPI
+from cs2cap_account.rotation import Step
+from cs2cap_account.testing import FakeCS2CapAPI, after_step
 
 from ._records import leaked
 from .conftest import RedisServer
@@ -53,14 +54,14 @@ class PausingStore(RedisKeyStore):
 class Paused:
     """A rotator step hook that stops the rotation right after `step` until resumed."""
 
-    def __init__(self, step: str) -> None:
+    def __init__(self, step: Step) -> None:
         self.step = step
         self.reached = asyncio.Event()
         self.resume = asyncio.Event()
 
-    async def __call__(self, step: str) -> None:
+    async def __call__(self, step: Step) -> None:
         """Hold the rotation here if this is the step."""
-        if step == self.step:
+        if step is self.step:
             self.reached.set()
             await self.resume.wait()
 
@@ -105,8 +106,8 @@ async def stalled_leader(
     leader = KeyRotator(client, store=store, recovery_token=api.session_token if recovery else None)
     opened.append(leader)
     await leader.check()  # the store starts at generation 1 with the current key
-    pause = Paused("reissued")
-    leader._after_step = pause
+    pause = Paused(Step.REISSUED)
+    after_step(leader, pause)
     rotation: asyncio.Future[object] = asyncio.ensure_future(leader.rotate_now())
     await asyncio.wait_for(pause.reached.wait(), BOUND)
     assert api.reissues == 1

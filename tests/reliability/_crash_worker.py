@@ -9,7 +9,7 @@ The client starts with the key in the store, as a restarted service would. MODE 
 calls `rotate_now()`; MODE `restart` calls `check()`, then `rotate_now()` only if the
 store is still at generation 1 (the rotation the crashed process was asked for never
 took effect). With `--kill-at STEP` the process kills itself with SIGKILL right after the
-rotation protocol's step STEP (through `KeyRotator._after_step`); with `--kill-after S`,
+rotation protocol's step STEP (through `cs2cap_account.testing.after_step`); with `--kill-after S`,
 S seconds after it starts rotating, wherever it is (typically in the middle of a request).
 
 Every callback run appends one JSON line to EVENTS_PATH (fsynced, so it survives the
@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from cs2cap_account import AccountClient, CS2CapError, FileKeyStore, KeyRotator, RotationEvent
+from cs2cap_account.rotation import Step
+from cs2cap_account.testing import after_step
 
 TOKEN_ENV = "CRASH_WORKER_RECOVERY_TOKEN"
 
@@ -66,13 +68,13 @@ async def main(args: argparse.Namespace) -> int:
             entry = {"pid": os.getpid(), "generation": event.generation, "reason": event.reason}
             _append(args.events_path, json.dumps(entry))
 
-        async def after_step(step: str) -> None:
-            print(f"step {step}", flush=True)
-            if step == args.kill_at:
+        async def report_and_maybe_die(step: Step) -> None:
+            print(f"step {step.value}", flush=True)
+            if step.value == args.kill_at:
                 _die()
 
         rotator.on_rotate(note)
-        rotator._after_step = after_step  # the crash-test seam
+        after_step(rotator, report_and_maybe_die)  # the crash-test seam
         if args.kill_after is not None:
             asyncio.get_running_loop().call_later(args.kill_after, _die)
         try:

@@ -27,7 +27,8 @@ from cs2cap_account import (
     RotationError,
     StoreError,
 )
-from cs2cap_account.testing import FakeCS2CapAPI
+from cs2cap_account.rotation import Step
+from cs2cap_account.testing import FakeCS2CapAPI, after_step
 
 MODULE = "cs2cap_account.stores._file"
 FIXED_TOKEN = "0123456789ab"  # what the store's random temp-file suffix is made to be
@@ -194,11 +195,11 @@ async def test_a_full_disk_after_the_reissue_keeps_the_file_and_saves_the_key_la
     await rotator.check()
     full = [False]
 
-    async def fill_the_disk(step: str) -> None:
-        if step == "reissued":
+    async def fill_the_disk(step: Step) -> None:
+        if step is Step.REISSUED:
             full[0] = True
 
-    rotator._after_step = fill_the_disk  # the protocol's test seam
+    after_step(rotator, fill_the_disk)
     monkeypatch.setattr(f"{MODULE}.os.write", _full_disk(os.write, lambda: full[0]))
 
     with pytest.raises(RotationError, match="could not be saved"):

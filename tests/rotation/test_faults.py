@@ -21,7 +21,8 @@ from cs2cap_account import (
     ResponseEvent,
     RotationError,
 )
-from cs2cap_account.testing import FakeCS2CapAPI
+from cs2cap_account.rotation import Step
+from cs2cap_account.testing import FakeCS2CapAPI, after_step
 
 from ._support import FlakyStore, fail_times, hooked_client
 
@@ -247,14 +248,14 @@ async def test_saved_key_revoked_before_verify_is_recovered(
     """
     rotator = KeyRotator(client, store=store, recovery_token=api.session_token)
 
-    async def late_reissue(step: str) -> None:
-        if step == "saved" and api.reissues == 1:
+    async def late_reissue(step: Step) -> None:
+        if step is Step.SAVED and api.reissues == 1:
             async with AccountClient(
                 session_token=api.session_token, base_url=api.base_url, clock=client.clock
             ) as late:
                 await late.reissue_key()
 
-    rotator._after_step = late_reissue
+    after_step(rotator, late_reissue)
     event = await rotator.rotate_now()
     assert api.reissues == 3
     assert rotator.recoveries == 1
@@ -269,14 +270,14 @@ async def test_saved_key_revoked_before_verify_without_token_halts(
     """The same without a recovery token: a RotationError that says how to recover."""
     rotator = KeyRotator(client, store=store)
 
-    async def late_reissue(step: str) -> None:
-        if step == "saved" and api.reissues == 1:
+    async def late_reissue(step: Step) -> None:
+        if step is Step.SAVED and api.reissues == 1:
             async with AccountClient(
                 session_token=api.session_token, base_url=api.base_url, clock=client.clock
             ) as late:
                 await late.reissue_key()
 
-    rotator._after_step = late_reissue
+    after_step(rotator, late_reissue)
     with pytest.raises(RotationError, match="recovery_token"):
         await rotator.rotate_now()
     assert api.reissues == 2
@@ -308,8 +309,8 @@ async def test_a_fenced_key_is_kept_aside_through_a_transient_store_error(
     rotator = KeyRotator(client, store=store)
     await rotator.check()
 
-    async def someone_else_saves(step: str) -> None:
-        if step == "reissued":
+    async def someone_else_saves(step: Step) -> None:
+        if step is Step.REISSUED:
             record = await store.load()
             assert record is not None
             await MemoryKeyStore.save(
@@ -317,7 +318,7 @@ async def test_a_fenced_key_is_kept_aside_through_a_transient_store_error(
             )
             store.failing = fail_times(1, lambda record: record.generation == 5)
 
-    rotator._after_step = someone_else_saves
+    after_step(rotator, someone_else_saves)
     with pytest.raises(RotationError, match="kept aside"):
         await rotator.rotate_now()
     record = await store.load()

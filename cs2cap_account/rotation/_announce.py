@@ -1,0 +1,71 @@
+"""Telling this process about a new key (step 9): callbacks, then `events()` subscribers.
+
+Once per generation in a process, whether the key was rotated here or adopted from the
+store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator
+from typing import Final
+
+import attrs
+
+from cs2cap_account._clock import Clock
+from cs2cap_account.rotation._callbacks import Callback, run_callbacks
+from cs2cap_account.rotation._event import RotationEvent
+from cs2cap_account.rotation._holding import Holding
+
+__all__ = ["Announcer"]
+
+logger: Final = logging.getLogger("cs2cap_account.rotation")
+
+_CALLBACK_ATTEMPTS: Final = 3
+
+
+@attrs.define
+class Announcer:
+    """The callbacks and subscribers of one rotator, and what it announced last."""
+
+    _holding: Holding
+    _clock: Clock
+    _timeout: float
+    callbacks: list[Callback] = attrs.field(factory=list)
+    _subscribers: set[asyncio.Queue[RotationEvent]] = attrs.field(factory=set)
+
+    async def announce(self, event: RotationEvent) -> RotationEvent:
+        """9. Callbacks, then `events()` subscribers; once per generation in this process."""
+        if event.generation <= self._holding.announced:
+            return event
+        self._holding.announced = event.generation
+        failures = await run_callbacks(
+            self.callbacks,
+            event,
+            timeout=self._timeout,
+            attempts=_CALLBACK_ATTEMPTS,
+            clock=self._clock,
+        )
+        event = attrs.evolve(event, callback_errors=failures)
+        self._holding.last_event = event
+        for queue in self._subscribers:
+            queue.put_nowait(event)
+        logger.info(
+            "root key rotated: %s -> %s (generation %d, %s)",
+            event.previous_key_id,
+            event.key_id,
+            event.generation,
+            event.reason,
+        )
+        return event
+
+    async def events(self) -> AsyncGenerator[RotationEvent, None]:
+        """Every event from the moment iteration starts, as it is announced."""
+        queue: asyncio.Queue[RotationEvent] = asyncio.Queue()
+        self._subscribers.add(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._subscribers.discard(queue)

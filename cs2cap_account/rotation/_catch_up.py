@@ -1,0 +1,262 @@
+"""Catching up with the store: carrying out the step the journal's reading names.
+
+`_journal` decides; this room does the I/O of each step: it loads the record, asks
+`next_step()` (or, after a 401 on an ordinary call, `after_refusal()`), probes keys when
+told to, and saves, adopts, promotes, recovers or completes through the protocol. It
+never reissues on its own: only a lost key (with the recovery token) leads to a reissue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Final
+
+import attrs
+
+from cs2cap_account._client import AccountClient
+from cs2cap_account._clock import Clock
+from cs2cap_account._models import CreatedSubKey, KeyInfo
+from cs2cap_account._secret import SecretKey
+from cs2cap_account.errors import AuthenticationError, CS2CapError, KeyLostError
+from cs2cap_account.rotation._announce import Announcer
+from cs2cap_account.rotation._event import RotationEvent
+from cs2cap_account.rotation._holding import Holding
+from cs2cap_account.rotation._journal import (
+    Next,
+    Probe,
+    Refusal,
+    adoption_is_news,
+    after_refusal,
+    next_step,
+)
+from cs2cap_account.rotation._protocol import Protocol
+from cs2cap_account.rotation._store_io import StoreIO
+from cs2cap_account.rotation._tasks import Background, finish_even_if_cancelled
+from cs2cap_account.stores._record import KeyRecord, successor
+
+__all__ = ["CatchUp"]
+
+logger: Final = logging.getLogger("cs2cap_account.rotation")
+
+
+@attrs.frozen
+class _Probed:
+    """What a probe found.
+
+    `refusal` is the stored key's 401, if it got one; `live` the kept-aside key that
+    works, with its info, if any.
+    """
+
+    probe: Probe
+    refusal: AuthenticationError | None = None
+    live: tuple[SecretKey, KeyInfo] | None = None
+
+
+@attrs.define
+class CatchUp:
+    """Brings this process and the store up to date with each other; never reissues."""
+
+    _client: AccountClient
+    _clock: Clock
+    _io: StoreIO
+    _holding: Holding
+    _protocol: Protocol
+    _announcer: Announcer
+    _background: Background
+
+    async def catch_up(self) -> RotationEvent | None:
+        """Adopt a newer stored key, or finish a journal left open; never reissue.
+
+        Adopting only reads the store, so it needs no lock: a fleet's followers switch
+        together rather than one lease holder after another.
+        """
+        record = await self._io.load()
+        step = next_step(record, self._holding.held())
+        if step in {Next.NOTHING_TO_DO, Next.WAIT_HALTED}:
+            return None
+        if step is Next.ADOPT:
+            assert record is not None
+            return await self._adopt(record)
+        async with self._io.store.lock():
+            return await self.locked()
+
+    async def locked(self) -> RotationEvent | None:
+        """Carry out the steps the store calls for, up to the one that ends the look.
+
+        Loops only after a probe (which is not repeated for the same record) or a write
+        that closes the journal or drops the unsaved key, so it ends.
+        """
+        record = await self._io.load()
+        probed = _Probed(Probe.NOT_PROBED)
+        while True:
+            step = next_step(record, self._holding.held(), probed.probe)
+            if step is Next.INITIALISE:
+                await self._initialise()
+                return None
+            if step in {Next.NOTHING_TO_DO, Next.WAIT_HALTED}:
+                return None
+            assert record is not None
+            if step is Next.ADOPT:
+                return await self._adopt(record)
+            if step is Next.RESUME_AND_PROBE:
+                probed = await self._probe(record)
+                continue
+            if step is Next.CLOSE_JOURNAL:
+                logger.info(
+                    "an interrupted rotation had not reissued %s; closing it", record.key_id
+                )
+                await self._io.close_journal(record)
+            elif step is Next.KEEP_HELD_ASIDE:
+                await self._keep_held_aside()
+            else:
+                return await self._finish(step, record, probed)
+            record, probed = await self._io.load(), _Probed(Probe.NOT_PROBED)
+
+    async def _finish(self, step: Next, record: KeyRecord, probed: _Probed) -> RotationEvent:
+        """The steps that end in a completed rotation."""
+        if step is Next.SAVE_HELD:
+            unsaved = self._holding.unsaved
+            assert unsaved is not None
+            saved = await self._protocol.save_new_key(
+                record, unsaved.record.key, unsaved.record.key_id
+            )
+        elif step is Next.PROMOTE_KEPT_ASIDE:
+            assert probed.live is not None
+            saved = await self._promote(record, *probed.live)
+        elif step is Next.RECOVER:
+            logger.warning("an interrupted rotation lost the new key of %s", record.key_id)
+            lost = KeyLostError(str(probed.refusal), previous_key_id=record.key_id)
+            saved = await finish_even_if_cancelled(self._protocol.recover(record, lost))
+        else:
+            assert step is Next.COMPLETE
+            logger.warning("finishing an interrupted rotation to generation %d", record.generation)
+            saved = record
+        return await self._protocol.complete(saved)
+
+    async def _initialise(self) -> None:
+        """First use of an empty store: the client's key becomes generation 1."""
+        info = await self._client.get_key()
+        record = successor(None, self._holding.key, info.id, at=self._clock.now())
+        await self._io.write(record, None)
+        self._holding.hold(record)
+        self._holding.announced = record.generation
+
+    async def _keep_held_aside(self) -> None:
+        """Keep the unsaved key aside in the store, which moved past the record it follows."""
+        unsaved = self._holding.unsaved
+        assert unsaved is not None
+        logger.warning(
+            "the store moved on before the new key %s could be saved; keeping it aside",
+            unsaved.record.key_id,
+        )
+        await self._io.keep_aside(unsaved.record.key)
+        self._holding.unsaved = None
+
+    async def _adopt(self, record: KeyRecord) -> RotationEvent | None:
+        """Hold the stored key; announce it if it is new to this process."""
+        news = adoption_is_news(
+            record, self._holding.held(), sends_stored_key=self._holding.sends(record)
+        )
+        previous_id = self._holding.key_id
+        self._holding.hold(record)
+        self._holding.halted = None
+        if not news:
+            self._holding.announced = max(self._holding.announced, record.generation)
+            return None
+        logger.info("adopting generation %d of the root key from the store", record.generation)
+        made: dict[str, CreatedSubKey] = {}
+        for name, stored in record.sub_keys.items():
+            try:
+                detail = await self._client.sub_keys.get(stored.id)
+            except CS2CapError:
+                continue
+            made[name] = CreatedSubKey(key=stored.key, key_info=detail.key)
+        event = RotationEvent(
+            new_key=record.key,
+            key_id=record.key_id,
+            previous_key_id=previous_id,
+            generation=record.generation,
+            rotated_at=record.saved_at,
+            reason="adopted",
+            sub_keys=made,
+        )
+        return await self._announcer.announce(event)
+
+    async def _probe(self, record: KeyRecord) -> _Probed:
+        """Whether the stored key works; if not, the last kept-aside key that does.
+
+        A refusal is an answer; any other error (network, 5xx) propagates.
+        """
+        try:
+            await self._client.get_key(key=record.key)
+        except AuthenticationError as refusal:
+            for key in reversed(record.kept_aside):
+                try:
+                    info = await self._client.get_key(key=key)
+                except AuthenticationError:
+                    continue
+                return _Probed(Probe.KEPT_ASIDE_WORKS, refusal, live=(key, info))
+            return _Probed(Probe.STORED_REVOKED, refusal)
+        return _Probed(Probe.STORED_WORKS)
+
+    async def _promote(self, record: KeyRecord, key: SecretKey, info: KeyInfo) -> KeyRecord:
+        """Save a kept-aside key that works as the generation after `record`.
+
+        A fenced save keeps its reissued key aside; when that key is the live one (its
+        reissue revoked the stored key), this is how it comes back into use.
+        """
+        logger.warning(
+            "the stored root key %s no longer authenticates; promoting the kept-aside "
+            "key %s to generation %d",
+            record.key_id,
+            info.id,
+            record.generation + 1,
+        )
+        promoted = successor(record, key, info.id, at=self._clock.now())
+        return await self._io.write(promoted, record.generation)
+
+    # -- after a 401 on an ordinary call ---------------------------------------------
+
+    async def after_refusal(self, rotation: asyncio.Future[Any] | None) -> SecretKey | None:
+        """After a 401 on an ordinary call: the stored key if it is another one. Never reissues.
+
+        If the stored key is the one refused and a key kept aside still authenticates, that
+        key is promoted to the next generation first, and returned. While this process is
+        rotating (`rotation`), the refusal is most likely its own reissue landing: the call
+        waits for the rotation to switch the client to the new key (and is sent again).
+        """
+        rotating = (
+            rotation is not None and not rotation.done() and rotation is not asyncio.current_task()
+        )
+        record = None if rotating else await self._io.load()
+        probed = _Probed(Probe.NOT_PROBED)
+        while True:
+            verdict = after_refusal(
+                record,
+                sends_stored_key=self._holding.sends(record),
+                rotating=rotating,
+                probe=probed.probe,
+            )
+            if verdict is Refusal.AWAIT_ROTATION:
+                assert rotation is not None
+                await self._holding.switched_or(rotation)
+                return None
+            if verdict is Refusal.LET_IT_STAND:
+                return None
+            assert record is not None
+            if verdict is Refusal.OFFER_STORED:
+                if not self._background.busy:
+                    self._background.spawn(self.catch_up())
+                return record.key
+            try:
+                if verdict is Refusal.PROBE:
+                    probed = await self._probe(record)
+                    continue
+                assert verdict is Refusal.PROMOTE_KEPT_ASIDE
+                assert probed.live is not None
+                record = await self._promote(record, *probed.live)
+            except CS2CapError as exc:  # fenced by another writer, or the probe failed
+                logger.warning("could not promote a kept-aside key (%s)", exc)
+                record = await self._io.load()
+            probed = _Probed(Probe.NO_ANSWER)

@@ -1,0 +1,197 @@
+"""The journal, read: what the stored record and this process's holdings call for next.
+
+Pure: no I/O, no clock, no client. `next_step()` answers for a look at the store (a
+check, a rotation about to start, a store change), `after_refusal()` for a 401 on an
+ordinary call; each returns a named step that the rotator's I/O then carries out. Where
+the answer depends on whether a key still authenticates, the step is to probe it, and
+the function is asked again with what the probe found (`Probe`).
+
+What the store can hold, and what it means:
+
+- nothing: the first use; the client's key becomes generation 1 (`INITIALISE`);
+- a record without a journal: either the key this process holds (`NOTHING_TO_DO`) or
+  another one, saved by another process or put there by hand (`ADOPT`);
+- a journal at the old generation (`pending.from_generation == generation`): the reissue
+  may or may not have happened. The stored key is probed: it works, so nothing was
+  reissued (`CLOSE_JOURNAL`); it is revoked, so the new key was lost (`RECOVER`);
+- a journal at the new generation: the new key is saved, steps 7-9 are owed (`COMPLETE`);
+- kept-aside keys (reissued, then fenced off): when the stored key is revoked and one of
+  them works, it is the live key, promoted to the next generation (`PROMOTE_KEPT_ASIDE`).
+
+What this process can hold besides its key: a reissued key that could not be saved
+(`SAVE_HELD` while the store still holds the record it follows, `KEEP_HELD_ASIDE` once
+the store moved past it), and a halt after a key was lost with no way to recover it
+(`WAIT_HALTED` until another key appears in the store).
+
+Keys are told apart by their id, never by a generation number alone: a store put back
+to an earlier state, or written by hand, can repeat a generation with another key.
+(A store lineage, once there is one, joins the id in these comparisons.)
+"""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+from cs2cap_account.stores._record import KeyRecord
+
+__all__ = ["Held", "Next", "Probe", "Refusal", "UnsavedKey", "after_refusal", "next_step"]
+
+
+class Next(enum.Enum):
+    """The next step after a look at the store."""
+
+    INITIALISE = "initialise"
+    """The store is empty: save the client's key as generation 1."""
+    ADOPT = "adopt"
+    """The store holds another key, and no journal: hold it (announced if new here)."""
+    RESUME_AND_PROBE = "resume-and-probe"
+    """A journal is open and what it needs depends on the stored key: probe it."""
+    COMPLETE = "complete"
+    """The journal's new key is saved: hold it, then verify, children, announce (7-9)."""
+    SAVE_HELD = "save-held"
+    """This process holds a reissued key the store lacks: save it, then complete."""
+    KEEP_HELD_ASIDE = "keep-held-aside"
+    """The store moved past an unsaved key held here: keep that key aside, never drop it."""
+    CLOSE_JOURNAL = "close-journal"
+    """The journal's reissue never happened (the stored key works): close the journal."""
+    RECOVER = "recover"
+    """The journal's reissue happened and its key was lost: reissue with the recovery token."""
+    PROMOTE_KEPT_ASIDE = "promote-kept-aside"
+    """The stored key is revoked and a kept-aside key works: save it as the next generation."""
+    WAIT_HALTED = "wait-halted"
+    """The key held here was lost and cannot be recovered: wait for a new key in the store."""
+    NOTHING_TO_DO = "nothing-to-do"
+    """The store holds the key held here, with nothing left to finish."""
+
+
+class Refusal(enum.Enum):
+    """What to do after a 401 on an ordinary call. Never a reissue."""
+
+    AWAIT_ROTATION = "await-rotation"
+    """This process is rotating: wait until it switches the client, then send again."""
+    OFFER_STORED = "offer-stored"
+    """The store holds another key: send the call again with it, and catch up."""
+    PROBE = "probe"
+    """The refused key is the stored one and keys are kept aside: probe them."""
+    PROMOTE_KEPT_ASIDE = "promote-kept-aside"
+    """A kept-aside key works: promote it, and send the call again with it."""
+    LET_IT_STAND = "let-it-stand"
+    """Nothing better is known: the 401 stands."""
+
+
+class Probe(enum.Enum):
+    """What is known of the stored key (and the kept-aside ones) after asking the server."""
+
+    NOT_PROBED = "not-probed"
+    STORED_WORKS = "stored-works"
+    STORED_REVOKED = "stored-revoked"
+    """The stored key is refused, and no kept-aside key works (or none is kept)."""
+    KEPT_ASIDE_WORKS = "kept-aside-works"
+    """The stored key is refused, and a kept-aside key works."""
+    NO_ANSWER = "no-answer"
+    """The probe got no answer (network, 5xx): nothing can be concluded from it."""
+
+
+@attrs.frozen
+class UnsavedKey:
+    """A reissued key held only in this process: the record to save, and whom it follows.
+
+    `record` is the successor as it is to be stored; `follows_key_id` is the id of the
+    key in the record it was reissued from, which the store must still hold for the
+    successor to be saved over it.
+    """
+
+    record: KeyRecord
+    follows_key_id: str
+
+
+@attrs.frozen
+class Held:
+    """What this process holds: the stored generation and id of its key, and more.
+
+    `generation` is 0 and `key_id` None before the process first looked at the store.
+    `announced` is the latest generation announced here (callbacks, events).
+    """
+
+    generation: int = 0
+    key_id: str | None = None
+    announced: int = 0
+    unsaved: UnsavedKey | None = None
+    halted: bool = False
+
+
+def next_step(stored: KeyRecord | None, held: Held, probe: Probe = Probe.NOT_PROBED) -> Next:
+    """The step that the stored record and this process's holdings call for.
+
+    `probe` is what a probe (after `RESUME_AND_PROBE`) found; it concerns `stored`.
+    """
+    if stored is None:
+        return Next.INITIALISE
+    if held.halted and stored.key_id == held.key_id:
+        return Next.WAIT_HALTED
+    if held.unsaved is not None and held.unsaved.record.key_id != stored.key_id:
+        return _unsaved(stored, held.unsaved)
+    if stored.pending is not None:
+        return _resume(stored, probe)
+    if stored.generation == held.generation and stored.key_id == held.key_id:
+        return Next.NOTHING_TO_DO
+    return Next.ADOPT
+
+
+def _unsaved(stored: KeyRecord, unsaved: UnsavedKey) -> Next:
+    """The step for a key held here that the store does not hold."""
+    follows = stored.key_id == unsaved.follows_key_id
+    if follows and stored.generation + 1 == unsaved.record.generation:
+        return Next.SAVE_HELD
+    return Next.KEEP_HELD_ASIDE
+
+
+def _resume(stored: KeyRecord, probe: Probe) -> Next:
+    """The step an open journal calls for."""
+    assert stored.pending is not None
+    saved = stored.generation > stored.pending.from_generation
+    if probe is Probe.KEPT_ASIDE_WORKS:
+        return Next.PROMOTE_KEPT_ASIDE
+    if saved and (not stored.kept_aside or probe is not Probe.NOT_PROBED):
+        return Next.COMPLETE  # a revoked key is the verification's to find, and to mend
+    if probe is Probe.NOT_PROBED:
+        return Next.RESUME_AND_PROBE
+    if probe is Probe.NO_ANSWER:
+        return Next.NOTHING_TO_DO  # the journal stays open for the next look
+    return Next.CLOSE_JOURNAL if probe is Probe.STORED_WORKS else Next.RECOVER
+
+
+def after_refusal(
+    stored: KeyRecord | None,
+    *,
+    sends_stored_key: bool,
+    rotating: bool,
+    probe: Probe = Probe.NOT_PROBED,
+) -> Refusal:
+    """What a 401 on an ordinary call leads to, given the store and this process.
+
+    `sends_stored_key`: the client sent the key the store holds. `rotating`: a rotation
+    of this process is in flight (the 401 is most likely its reissue landing).
+    """
+    if rotating:
+        return Refusal.AWAIT_ROTATION
+    if stored is None:
+        return Refusal.LET_IT_STAND
+    if not sends_stored_key:
+        return Refusal.OFFER_STORED
+    if probe is Probe.KEPT_ASIDE_WORKS:
+        return Refusal.PROMOTE_KEPT_ASIDE
+    if stored.kept_aside and probe is Probe.NOT_PROBED:
+        return Refusal.PROBE
+    return Refusal.LET_IT_STAND
+
+
+def adoption_is_news(stored: KeyRecord, held: Held, *, sends_stored_key: bool) -> bool:
+    """Whether adopting `stored` is news to announce.
+
+    It is not for the key a process started with, nor for a generation it announced.
+    """
+    starting = held.generation == 0
+    return not (starting and sends_stored_key) and stored.generation > held.announced

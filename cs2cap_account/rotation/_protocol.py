@@ -1,0 +1,323 @@
+"""The rotation protocol: nine steps from the journal to the announcement.
+
+`Protocol.rotate()` reads top to bottom:
+
+1-2. journal "pending" in the store: the write also proves the store is writable, so a
+     broken store stops the rotation before anything is revoked;
+3.   snapshot the child keys into the journal (with `recreate_sub_keys`);
+4-6. reissue, save the new key (generation + 1), switch the client: shielded together
+     from cancellation;
+7.   verify: `GET /account/key` with the new key;
+8.   re-create the child keys, saving each;
+9.   announce (callbacks, then `events()`), then close the journal.
+
+Steps 7-9 (`complete()`) also finish a journal left open by a crash; `recover()` mends
+a reissue whose key was lost. Which of these a stored record calls for is decided in
+`_journal`; the rotator's lock and catch-up come before `rotate()` (in `_rotator`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+import attrs
+
+from cs2cap_account._client import AccountClient
+from cs2cap_account._clock import Clock
+from cs2cap_account._models import CreatedSubKey
+from cs2cap_account._retry import retry_on, retrying
+from cs2cap_account._secret import SecretKey
+from cs2cap_account.errors import (
+    AuthenticationError,
+    CS2CapError,
+    KeyLostError,
+    ReissueOutcomeUnknownError,
+    RotationError,
+    StaleGenerationError,
+    StoreError,
+)
+from cs2cap_account.rotation._announce import Announcer
+from cs2cap_account.rotation._event import RotationEvent
+from cs2cap_account.rotation._holding import Holding
+from cs2cap_account.rotation._journal import UnsavedKey
+from cs2cap_account.rotation._recovery import Recovery
+from cs2cap_account.rotation._steps import Step, StepHooks
+from cs2cap_account.rotation._store_io import StoreIO
+from cs2cap_account.rotation._tasks import finish_even_if_cancelled
+from cs2cap_account.stores._record import (
+    ChildSpec,
+    KeyRecord,
+    PendingRotation,
+    StoredSubKey,
+    successor,
+)
+
+__all__ = ["Protocol"]
+
+logger: Final = logging.getLogger("cs2cap_account.rotation")
+
+_VERIFY_ATTEMPTS: Final = 5
+
+
+@attrs.define
+class Protocol:
+    """The steps of a rotation, over one client, store and process's holdings."""
+
+    _client: AccountClient
+    _clock: Clock
+    _io: StoreIO
+    _holding: Holding
+    _recovery: Recovery
+    _announcer: Announcer
+    _steps: StepHooks
+    _recreate_sub_keys: bool
+
+    async def rotate(self, record: KeyRecord, reason: str) -> RotationEvent:
+        """Rotate away from the key `record` holds (the store's lock is held)."""
+        # 1-3. Journal, with the children about to be revoked.
+        record = await self._journal(record, reason)
+        await self._steps.passed(Step.JOURNALED)
+        # 4-6. Reissue, save, switch: no cancellation can come between them.
+        record = await finish_even_if_cancelled(self._reissue_and_save(record))
+        # 7-9. Verify, re-create the children, announce, close the journal.
+        return await self.complete(record)
+
+    async def _journal(self, record: KeyRecord, reason: str) -> KeyRecord:
+        """1-3. Journal "pending" (proving the store writable), snapshot the children."""
+        pending = PendingRotation(
+            from_generation=record.generation,
+            previous_key_id=record.key_id,
+            reason=reason,
+            started_at=self._clock.now(),
+        )
+        unchanged = f"nothing was reissued; the root key {record.key_id} is still in force"
+        try:
+            journaled = await self._io.write(
+                attrs.evolve(record, pending=pending), record.generation
+            )
+        except StoreError as exc:
+            raise RotationError(
+                f"the key store cannot be written ({exc}); {unchanged}",
+                previous_key_id=record.key_id,
+            ) from exc
+        if not self._recreate_sub_keys:
+            return journaled
+        try:
+            children = [
+                ChildSpec(
+                    name=detail.key.name or detail.key.id,
+                    quota_requests_per_month_override=detail.key.quota_requests_per_month_override,
+                    rate_requests_per_minute_override=detail.key.rate_requests_per_minute_override,
+                )
+                async for detail in self._client.sub_keys.iterate()
+            ]
+            pending = attrs.evolve(pending, children=tuple(children))
+            return await self._io.write(attrs.evolve(record, pending=pending), record.generation)
+        except CS2CapError as exc:  # StoreError included
+            await self._io.write(record, record.generation)  # close the journal again
+            raise RotationError(
+                f"could not record the child keys ({exc}); {unchanged}",
+                previous_key_id=record.key_id,
+            ) from exc
+
+    async def _reissue_and_save(self, record: KeyRecord) -> KeyRecord:
+        """4-6. Reissue, then save the new key and switch to it (or recover a lost one)."""
+        assert record.pending is not None
+        previous = record.pending.previous_key_id
+        try:
+            new = await self._client.reissue_key(use_new_key=False)
+        except KeyLostError as lost:
+            return await self.recover(record, lost)
+        except ReissueOutcomeUnknownError as exc:
+            raise RotationError(
+                f"could not tell whether the root key {previous} was reissued ({exc}). The "
+                "journal stays open: the next check probes the key and finishes or recovers.",
+                previous_key_id=previous,
+            ) from exc
+        except CS2CapError as exc:
+            await self._io.close_journal(record)
+            raise RotationError(
+                f"the reissue failed ({exc}); nothing was revoked, the root key {previous} "
+                "is still in force",
+                previous_key_id=previous,
+            ) from exc
+        await self._steps.passed(Step.REISSUED)
+        return await self.save_new_key(record, new.key, new.id)
+
+    async def recover(self, record: KeyRecord, lost: KeyLostError) -> KeyRecord:
+        """The reissue from `record` happened and its key was lost: recover, or halt.
+
+        With the recovery token, reissue again and save that key; without, halt.
+        """
+        assert record.pending is not None
+        previous = record.pending.previous_key_id
+        halt = self._recovery.halt(previous)
+        if halt is not None:
+            self._holding.halted = halt
+            raise halt from lost
+        new = await self._recovery.reissue(previous, lost)
+        return await self.save_new_key(record, new.key, new.id)
+
+    async def save_new_key(self, record: KeyRecord, key: SecretKey, key_id: str) -> KeyRecord:
+        """5-6. Save the new key as the generation after `record`, durably, then switch.
+
+        Fenced off (the store moved on), the key is kept aside in the store; unsaveable
+        (the store fails), it is held in memory and saved at the next look. Never dropped.
+        """
+        saved = successor(record, key, key_id, at=self._clock.now())
+        try:
+            await self._io.write(saved, record.generation)
+        except StaleGenerationError as exc:
+            try:
+                await self._io.keep_aside(key)
+            except StoreError as aside:
+                raise RotationError(
+                    f"the new key {key_id} was fenced off (the store moved to generation "
+                    f"{exc.stored_generation}) and could not be kept aside either ({aside})",
+                    previous_key_id=record.key_id,
+                ) from exc
+            raise RotationError(
+                f"the new key {key_id} was fenced off: the store moved to generation "
+                f"{exc.stored_generation} meanwhile. The key is kept aside in the store, "
+                "since it may be the only live one.",
+                previous_key_id=record.key_id,
+            ) from exc
+        except StoreError as exc:
+            self._holding.hold_unsaved(UnsavedKey(saved, follows_key_id=record.key_id))
+            raise RotationError(
+                f"the new key {key_id} could not be saved ({exc}). This process uses it "
+                "and saves it at the next check; other processes hold the revoked key.",
+                previous_key_id=record.key_id,
+            ) from exc
+        self._holding.hold(saved)
+        await self._steps.passed(Step.SAVED)
+        return saved
+
+    async def complete(self, record: KeyRecord) -> RotationEvent:
+        """7-9. Verify the new key, re-create the children, announce, close the journal."""
+        pending = record.pending
+        assert pending is not None
+        self._holding.hold(record)
+        # 7. Verify.
+        if not await self._verify(record):
+            # The saved key never authenticated: a reissue landed after it (e.g. a timed-out
+            # attempt completing late). Only the recovery token can mend that.
+            lost = KeyLostError(
+                f"the new root key {record.key_id} does not authenticate",
+                previous_key_id=record.key_id,
+            )
+            record = await finish_even_if_cancelled(self.recover(record, lost))
+            if not await self._verify(record):
+                raise RotationError(
+                    f"the recovered root key {record.key_id} does not authenticate either",
+                    previous_key_id=pending.previous_key_id,
+                )
+        await self._steps.passed(Step.VERIFIED)
+        # 8. Re-create the children.
+        record, made, failed = await self._recreate_children(record, pending.children)
+        await self._steps.passed(Step.CHILDREN)
+        # 9. Announce, then close the journal.
+        event = RotationEvent(
+            new_key=record.key,
+            key_id=record.key_id,
+            previous_key_id=pending.previous_key_id,
+            generation=record.generation,
+            rotated_at=record.saved_at,
+            reason=pending.reason,
+            sub_keys=made,
+            sub_key_errors=failed,
+        )
+        event = await self._announcer.announce(event)
+        await self._steps.passed(Step.ANNOUNCED)
+        try:
+            await self._io.close_journal(record)
+        except StoreError as exc:
+            logger.warning("could not close the rotation journal (%s); the next check will", exc)
+        return event
+
+    async def _verify(self, record: KeyRecord) -> bool:
+        """7. Whether the new key authenticates (a 401 may be propagation delay: retried).
+
+        A verification that cannot get an answer (network, 5xx) counts as passed: the key
+        was just issued and saved, and the next call will tell.
+        """
+        try:
+            async for attempt in retrying(
+                attempts=_VERIFY_ATTEMPTS, clock=self._clock, retry=retry_on(AuthenticationError)
+            ):
+                with attempt:
+                    info = await self._client.get_key(key=record.key)
+        except AuthenticationError as exc:
+            logger.error("the new root key %s does not authenticate: %s", record.key_id, exc)
+            return False
+        except CS2CapError as exc:
+            logger.warning("could not verify the new key %s (%s); going on", record.key_id, exc)
+            return True
+        if info.id != record.key_id:
+            logger.warning("the new key reports id %s, not %s", info.id, record.key_id)
+        return True
+
+    async def _recreate_children(
+        self, record: KeyRecord, children: tuple[ChildSpec, ...]
+    ) -> tuple[KeyRecord, dict[str, CreatedSubKey], dict[str, BaseException]]:
+        """8. Re-create each child key with its name and overrides, saving each.
+
+        A child that an interrupted attempt created but never saved (its plaintext went
+        with the attempt) is reissued, not created again, so no orphan keeps its name.
+        """
+        made: dict[str, CreatedSubKey] = {}
+        failed: dict[str, BaseException] = {}
+        orphans = await self._orphaned_children(record, children)
+        for spec in children:
+            stored = record.sub_keys.get(spec.name)
+            try:
+                if stored is not None:  # re-created before an interruption
+                    detail = await self._client.sub_keys.get(stored.id)
+                    made[spec.name] = CreatedSubKey(key=stored.key, key_info=detail.key)
+                    continue
+                if spec.name in orphans:
+                    child = await self._client.sub_keys.reissue(orphans[spec.name])
+                else:
+                    child = await self._client.sub_keys.create(
+                        spec.name,
+                        quota_requests_per_month_override=spec.quota_requests_per_month_override,
+                        rate_requests_per_minute_override=spec.rate_requests_per_minute_override,
+                    )
+            except CS2CapError as exc:
+                logger.error("could not re-create child key %r: %s", spec.name, exc)
+                failed[spec.name] = exc
+                continue
+            made[spec.name] = child
+            entry = StoredSubKey(key=child.key, id=child.key_info.id)
+            try:
+                record = await self._io.write(
+                    attrs.evolve(record, sub_keys={**record.sub_keys, spec.name: entry}),
+                    record.generation,
+                )
+            except StoreError as exc:
+                logger.error("could not save child key %r: %s", spec.name, exc)
+                failed[spec.name] = exc
+        return record, made, failed
+
+    async def _orphaned_children(
+        self, record: KeyRecord, children: tuple[ChildSpec, ...]
+    ) -> dict[str, str]:
+        """Active child keys, id by name, to re-create yet not in the store: orphans.
+
+        The reissue revoked every older child, so a child with such a name was created by
+        this rotation, in an attempt interrupted before it could save the key.
+        """
+        missing = {spec.name for spec in children if spec.name not in record.sub_keys}
+        if not missing:
+            return {}
+        saved = {entry.id for entry in record.sub_keys.values()}
+        try:
+            return {
+                detail.key.name: detail.key.id
+                async for detail in self._client.sub_keys.iterate()
+                if detail.key.name in missing and detail.key.id not in saved
+            }
+        except CS2CapError as exc:
+            logger.warning("could not list the child keys (%s); creating them afresh", exc)
+            return {}
