@@ -152,7 +152,7 @@ def _resume(stored: KeyRecord, probe: Probe) -> Next:
     """The step an open journal calls for."""
     assert stored.pending is not None
     saved = stored.generation > stored.pending.from_generation
-    if probe is Probe.KEPT_ASIDE_WORKS:
+    if probe is Probe.KEPT_ASIDE_WORKS and stored.kept_aside:
         return Next.PROMOTE_KEPT_ASIDE
     if saved and (not stored.kept_aside or probe is not Probe.NOT_PROBED):
         return Next.COMPLETE  # a revoked key is the verification's to find, and to mend
@@ -181,11 +181,11 @@ def after_refusal(
         return Refusal.LET_IT_STAND
     if not sends_stored_key:
         return Refusal.OFFER_STORED
+    if not stored.kept_aside:
+        return Refusal.LET_IT_STAND
     if probe is Probe.KEPT_ASIDE_WORKS:
         return Refusal.PROMOTE_KEPT_ASIDE
-    if stored.kept_aside and probe is Probe.NOT_PROBED:
-        return Refusal.PROBE
-    return Refusal.LET_IT_STAND
+    return Refusal.PROBE if probe is Probe.NOT_PROBED else Refusal.LET_IT_STAND
 
 
 def adoption_is_news(stored: KeyRecord, held: Held, *, sends_stored_key: bool) -> bool:

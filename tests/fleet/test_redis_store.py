@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import itertools
 import json
 import logging
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING
 import attrs
 import pytest
 
-from cs2cap_account import KeyStore, RedisKeyStore, StaleGenerationError, StoreError
+from cs2cap_account import FakeClock, KeyStore, RedisKeyStore, StaleGenerationError, StoreError
 
 from ._records import ROOT_2, ROOT_3, eventually, full_record, leaked, record
 from .conftest import RedisServer, start_redis_server, stop_redis_server
@@ -163,6 +164,24 @@ async def test_a_partial_or_inconsistent_record_is_a_store_error(
     await redis_client.hdel(f"{store_name}:record", "record")
     with pytest.raises(StoreError, match="partial"):
         await store.load()
+
+
+@pytest.mark.parametrize(
+    "content", [b"not json", b'{"generation": 1}', b"[" * 100_000], ids=["text", "partial", "deep"]
+)
+async def test_a_corrupt_record_names_the_store_and_its_hash(
+    open_store: Opener, redis_client: Redis, store_name: str, content: bytes
+) -> None:
+    """A record field that does not parse is a `StoreError` saying which hash of which
+    store is corrupt, not a malformed response.
+    """
+    await redis_client.hset(f"{store_name}:record", mapping={"generation": "1", "record": content})
+    with pytest.raises(StoreError) as caught:
+        await open_store().load()
+    assert str(caught.value).startswith(
+        f"the record hash '{store_name}:record' of the Redis store '{store_name}' is corrupt: "
+    )
+    assert "response" not in str(caught.value)
 
 
 async def test_a_client_passed_in_is_left_open(redis_client: Redis, store_name: str) -> None:
@@ -510,3 +529,79 @@ async def test_losing_redis_while_holding_the_lease_is_logged_not_raised(
     finally:
         stop_redis_server(proc)
         await store.aclose()
+
+
+class GatedClock:
+    """A virtual clock whose short sleeps return at once and whose long ones (a second or
+    more) wait for `tick()`: a lease renewer then renews once per tick, not in a spin.
+    """
+
+    def __init__(self) -> None:
+        self.sleeps: list[float] = []
+        self._ticks = asyncio.Queue[None]()
+        self._wall = FakeClock()
+
+    def monotonic(self) -> float:
+        """Virtual seconds (they do not matter here)."""
+        return self._wall.monotonic()
+
+    def now(self) -> dt.datetime:
+        """Virtual wall time."""
+        return self._wall.now()
+
+    def tick(self) -> None:
+        """Let one long sleep end."""
+        self._ticks.put_nowait(None)
+
+    async def sleep(self, seconds: float) -> None:
+        """Record the wait; a long one lasts until the next tick."""
+        self.sleeps.append(seconds)
+        if seconds >= 1.0:
+            await self._ticks.get()
+        else:
+            await asyncio.sleep(0)
+
+
+async def test_waiting_for_and_renewing_the_lease_sleep_on_the_stores_clock(
+    redis_server: RedisServer, store_name: str, redis_client: Redis
+) -> None:
+    """A handle made with `clock=` waits for a held lease on that clock (2 ms doubling to
+    20 ms, each jittered down by up to half) and renews its own every third of its ttl
+    there: ten virtual seconds for a 30 s lease, after which the lease is still its own.
+    """
+    clock = GatedClock()
+    holder = RedisKeyStore(redis_server.url, name=store_name)
+    waiter = RedisKeyStore(redis_server.url, name=store_name, clock=clock)
+    lease = f"{store_name}:lease"
+    try:
+        taken, leave = asyncio.Event(), asyncio.Event()
+
+        async def hold_then_leave() -> None:
+            async with waiter.lock():
+                taken.set()
+                await leave.wait()
+
+        async with holder.lock():
+            entering = asyncio.create_task(hold_then_leave())
+            await eventually(lambda: _true(len(clock.sleeps) >= 8), every=0.001)
+            assert not taken.is_set()
+        await asyncio.wait_for(taken.wait(), 10)
+        ceilings = [min(0.002 * 2**i, 0.02) for i in range(8)]
+        assert all(c / 2 <= w <= c for w, c in zip(clock.sleeps[:8], ceilings, strict=True))
+
+        token = await redis_client.get(lease)
+        await redis_client.pexpire(lease, 5_000)  # a renewal puts the 30 s back
+        await eventually(lambda: _true(clock.sleeps[-1] == 10.0), every=0.001)
+        clock.tick()
+        await eventually(lambda: _true(clock.sleeps.count(10.0) == 2), every=0.001)
+        assert await redis_client.get(lease) == token
+        assert await redis_client.pttl(lease) > 5_000
+        leave.set()
+        await asyncio.wait_for(entering, 10)
+    finally:
+        await holder.aclose()
+        await waiter.aclose()
+
+
+async def _true(value: bool) -> bool:
+    return value

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from cs2cap_account import FakeClock
 from cs2cap_account.stores import FileKeyStore
 
 from ._support import touch
@@ -158,3 +159,20 @@ async def test_the_lock_excludes_another_process(
     assert entered.is_set()
     assert await read_line(lock_holder) == "released"
     assert await asyncio.wait_for(lock_holder.wait(), BOUND) == 0
+
+
+async def test_a_waiter_polls_the_lock_on_the_stores_clock(key_path: Path) -> None:
+    """A handle made with `clock=` waits for a held lock on that clock: its polls back off
+    from 1 ms, doubling up to 50 ms, as virtual sleeps; it enters once the lock is free.
+    """
+    clock = FakeClock()
+    waiter = FileKeyStore(key_path, clock=clock)
+    async with FileKeyStore(key_path).lock():
+        entering = asyncio.create_task(enter_and_leave(waiter))
+        for _ in range(20):  # each turn of the loop lets the waiter poll once
+            await asyncio.sleep(0)
+        assert len(clock.sleeps) >= 8
+        assert not entering.done()
+    await asyncio.wait_for(entering, BOUND)
+    assert clock.sleeps[:8] == pytest.approx([0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.05, 0.05])
+    assert max(clock.sleeps) == pytest.approx(0.05)

@@ -188,13 +188,18 @@ async def test_a_key_file_others_can_read_is_refused(key_path: Path, mode: int) 
 async def test_a_corrupt_file_raises_store_error_naming_the_path(
     key_path: Path, content: bytes
 ) -> None:
-    """Unparseable contents raise `StoreError` naming the file and never quoting a key."""
+    """Unparseable contents raise `StoreError` naming the file and never quoting a key.
+
+    It says the key file is corrupt, not that a server sent a malformed response.
+    """
     write_private(key_path, content)
 
     with pytest.raises(StoreError) as caught:
         await FileKeyStore(key_path).load()
 
     assert str(key_path) in str(caught.value)
+    assert str(caught.value).startswith(f"the key file {key_path} is corrupt: ")
+    assert "response" not in str(caught.value)
     assert leaked(str(caught.value)) == []
     assert not isinstance(caught.value, StaleGenerationError)
 
