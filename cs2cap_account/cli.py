@@ -45,6 +45,7 @@ from cs2cap_account.errors import (
     RateLimitError,
     ReissueOutcomeUnknownError,
     RotationError,
+    SubKeyOutcomeUnknownError,
 )
 
 if TYPE_CHECKING:  # the fake is imported only when `mock-server` or `demo` runs
@@ -452,6 +453,8 @@ _STATUS_BY_ERROR: Final[tuple[tuple[type[BaseException], ExitStatus], ...]] = (
     (RotationError, ExitStatus.ROTATION),
     (KeyLostError, ExitStatus.ROTATION),
     (ReissueOutcomeUnknownError, ExitStatus.ROTATION),
+    # Whether a child key was created is as unknown as a request that got no answer.
+    (SubKeyOutcomeUnknownError, ExitStatus.NETWORK),
     (AuthenticationError, ExitStatus.AUTH),
     (PermissionDeniedError, ExitStatus.PERMISSION),
     (RateLimitError, ExitStatus.RATE_LIMIT),
