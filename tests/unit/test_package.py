@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import inspect
 import json
 import subprocess
@@ -121,9 +122,10 @@ def test_internal_names_are_not_exported() -> None:
 
 
 def test_version() -> None:
-    """The package carries a version string."""
+    """The version is written once: the installed distribution's is the package's."""
     assert isinstance(cs2cap_account.__version__, str)
     assert cs2cap_account.__version__.count(".") >= 1
+    assert cs2cap_account.__version__ == importlib.metadata.version("cs2cap-account")
 
 
 def test_import_is_light() -> None:
