@@ -18,7 +18,7 @@ __all__ = [
     "__version__",
 ]
 
-__version__: Final = "0.1.0"
+__version__ = "0.1.0"
 
 #: The root (or child) API key, when none is passed.
 API_KEY_ENV: Final = "CS2C_API_KEY"
