@@ -16,7 +16,7 @@ import attrs
 
 from cs2cap_account._clock import Clock, SystemClock
 from cs2cap_account._constants import API_KEY_ENV, BASE_URL_ENV, DEFAULT_BASE_URL, USER_AGENT
-from cs2cap_account._converter import KeyEnvelope
+from cs2cap_account._converter import KeyEnvelope, ReissueAnswer
 from cs2cap_account._models import (
     CreatedSubKey,
     KeyInfo,
@@ -330,10 +330,10 @@ class AccountClient:
         run = _ReissueRun(self, token, via_jwt=credentials.api_key is None, on_lost=on_lost)
         run.before = await self._active_root(token)
         try:
-            new = await self._session.request(
+            answer = await self._session.request(
                 "POST",
                 "/account/key/reissue",
-                ReissuedKey,
+                ReissueAnswer,
                 token=token,
                 on_ambiguous=run.prove_not_applied,
             )
@@ -344,9 +344,34 @@ class AccountClient:
             if final is exc:
                 raise
             raise final from exc
+        new = self._reissued(answer)
         if use_new_key:
             credentials.use(new.key)
         return new
+
+    def _reissued(self, answer: ReissueAnswer) -> ReissuedKey:
+        """The once-shown answer as a `ReissuedKey`, filling in what could not be read.
+
+        The key and its id are all that matter now; a missing prefix is taken from the key,
+        a missing time is the time the answer arrived, and each gap is logged by name.
+        """
+        if answer.unreadable:
+            logger.warning(
+                "the reissue answer had unreadable fields (%s); kept the new key %s and "
+                "filled them in",
+                ", ".join(answer.unreadable),
+                answer.id,
+            )
+        key = answer.key
+        return ReissuedKey(
+            key=key,
+            key_prefix=answer.key_prefix
+            if answer.key_prefix is not None
+            else key.reveal().rpartition("_")[0],
+            id=answer.id,
+            created_at=answer.created_at or self.clock.now(),
+            message=answer.message,
+        )
 
     async def _active_root(self, token: SecretKey) -> KeyInfo:
         """`GET /account/key` with `token`: the key it names (the root key for a JWT)."""

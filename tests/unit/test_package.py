@@ -22,6 +22,7 @@ INTERNAL = frozenset(
         "Session",  # _session
         "Shared",  # _session
         "KeyEnvelope",  # _converter: the `{"key": ...}` wrapper, unwrapped by get_key()
+        "ReissueAnswer",  # _converter: the reissue body, read leniently by reissue_key()
         "structure",  # _converter
         "parse_timestamp",  # _converter
         "redact_text",  # _secret
