@@ -43,12 +43,16 @@ from cs2cap_account.errors import (
     AuthenticationError,
     CS2CapError,
     KeyLostError,
+    MalformedResponseError,
     OutcomeUnknownError,
     ReissueOutcomeUnknownError,
     SubKeyOutcomeUnknownError,
 )
 
-__all__ = ["DEFAULT_BASE_URL", "AccountClient", "SubKeys"]
+__all__ = ["DEFAULT_BASE_URL", "MAX_ITERATED", "AccountClient", "SubKeys"]
+
+# `sub_keys.iterate()` gives up past this many keys: an account holds at most 25.
+MAX_ITERATED: Final = 10_000
 
 
 logger: Final = logging.getLogger("cs2cap_account")
@@ -86,9 +90,13 @@ def _check_base_url(base_url: str, *, allow_insecure_http: bool) -> str:
     return base_url.rstrip("/")
 
 
-def _secret(value: str | SecretKey | None) -> SecretKey | None:
+def _secret(value: str | SecretKey | None, name: str = "api_key") -> SecretKey | None:
     if value is None or isinstance(value, SecretKey):
         return value
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str or SecretKey, got {type(value).__name__}")
+    if not value:
+        raise ValueError(f"{name} must not be empty")
     return SecretKey(value)
 
 
@@ -135,7 +143,10 @@ class AccountClient:
             # Only as a fallback: an explicit session token must not lose to a stale env key.
             api_key = os.environ.get(API_KEY_ENV) or None
         key = _secret(api_key)
-        token = _secret(session_token)
+        token = _secret(session_token, "session_token")
+        # From here on the plaintext lives only inside SecretKeys (whose repr redacts), not
+        # in this frame's locals, which error reporters capture when a check below raises.
+        del api_key, session_token
         if key is None and token is None:
             raise ValueError(
                 f"no API key: pass api_key=..., set the {API_KEY_ENV} environment variable, "
@@ -215,7 +226,7 @@ class AccountClient:
         Closing the copy does nothing; close the original.
         """
         key = _secret(api_key)
-        token = _secret(session_token)
+        token = _secret(session_token, "session_token")
         if (key is None) == (token is None):
             raise ValueError("with_credential() takes exactly one of api_key and session_token")
         shared = self._session.shared
@@ -250,7 +261,10 @@ class AccountClient:
         return self._session.shared.transport.closed
 
     def __repr__(self) -> str:
-        shared = self._session.shared
+        session = getattr(self, "_session", None)
+        if session is None:  # a half-built client, e.g. in a traceback's captured locals
+            return "AccountClient(<not initialised>)"
+        shared = session.shared
         return (
             f"AccountClient(base_url={shared.base_url!r}, credential={shared.credentials.current})"
         )
@@ -481,16 +495,37 @@ class SubKeys:
 
     async def list(self, *, limit: int = 25, offset: int = 0) -> SubKeyPage:
         """One page of active child keys. The server clamps `limit` to 1..100."""
+        _check_int(limit, "limit")
+        _check_int(offset, "offset", low=0)
         params = {"limit": str(limit), "offset": str(offset)}
         return await self._session.request("GET", "/account/sub-keys", SubKeyPage, params=params)
 
     async def iterate(self, *, page_size: int = 100) -> AsyncIterator[SubKeyDetail]:
-        """Every active child key, page after page, following `pagination.total`."""
+        """Every active child key, page after page, following `pagination.total`.
+
+        Ends at an empty page even if `total` says more. A server whose pages bring no new
+        key, or more than `MAX_ITERATED` keys, raises `MalformedResponseError` rather than
+        paging forever.
+        """
+        _check_int(page_size, "page_size", low=1, high=100)
         offset = 0
+        seen: set[str] = set()
         while True:
             page = await self.list(limit=page_size, offset=offset)
-            for detail in page.keys:
+            fresh = [detail for detail in page.keys if detail.key.id not in seen]
+            if page.keys and not fresh:
+                raise MalformedResponseError(
+                    f"GET /account/sub-keys: the page at offset {offset} repeats keys already "
+                    f"listed although total says {page.pagination.total}"
+                )
+            for detail in fresh:
+                seen.add(detail.key.id)
                 yield detail
+            if len(seen) > MAX_ITERATED:
+                raise MalformedResponseError(
+                    f"GET /account/sub-keys: more than {MAX_ITERATED} child keys listed; "
+                    "the account can hold far fewer"
+                )
             offset += len(page.keys)
             if not page.keys or offset >= page.pagination.total:
                 return
@@ -564,7 +599,25 @@ def _with_key_id(gone: RevokedSubKey, key_id: str) -> RevokedSubKey:
     return RevokedSubKey(ok=gone.ok, key_id=key_id, revoked_at=gone.revoked_at)
 
 
+def _check_int(
+    value: object, name: str, *, low: int | None = None, high: int | None = None
+) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"from {low}" + (f" to {high}" if high is not None else " up")
+        raise ValueError(f"{name} must be {bounds}, got {value}")
+
+
 def _sub_key_path(key_id: str) -> str:
-    if not isinstance(key_id, str) or not key_id:
+    if not isinstance(key_id, str):
+        raise TypeError(f"key_id must be a string, got {type(key_id).__name__}")
+    if not key_id:
         raise ValueError("key_id must be a non-empty string")
+    if redact_text(key_id) != key_id:
+        # Sent, it would sit in the URL, the server's logs and every error message.
+        raise ValueError(
+            "key_id looks like an API key or a token, not a key id; pass the child key's "
+            "id (e.g. made.key_info.id)"
+        )
     return "/account/sub-keys/" + urllib.parse.quote(key_id, safe="")
