@@ -12,9 +12,11 @@ from types import TracebackType
 from typing import Any, Final, Literal
 
 import aiohttp
+import attrs
 
 from cs2cap_account._clock import Clock, SystemClock
-from cs2cap_account._converter import KeyEnvelope
+from cs2cap_account._constants import API_KEY_ENV, BASE_URL_ENV, DEFAULT_BASE_URL, USER_AGENT
+from cs2cap_account._converter import KeyEnvelope, ReissueAnswer
 from cs2cap_account._models import (
     CreatedSubKey,
     KeyInfo,
@@ -25,6 +27,7 @@ from cs2cap_account._models import (
     SubKeyPage,
 )
 from cs2cap_account._ratelimit import SlidingWindowLimiter
+from cs2cap_account._reissue import Answered, NoAnswer, ProbeResult, Refused, Verdict, verdict
 from cs2cap_account._secret import SecretKey, redact_text
 from cs2cap_account._session import (
     Credentials,
@@ -40,18 +43,13 @@ from cs2cap_account.errors import (
     AuthenticationError,
     CS2CapError,
     KeyLostError,
+    OutcomeUnknownError,
     ReissueOutcomeUnknownError,
     SubKeyOutcomeUnknownError,
 )
 
 __all__ = ["DEFAULT_BASE_URL", "AccountClient", "SubKeys"]
 
-DEFAULT_BASE_URL: Final = "https://api.cs2c.app/v1"
-API_KEY_ENV: Final = "CS2C_API_KEY"
-BASE_URL_ENV: Final = "CS2C_API_BASE"
-_USER_AGENT: Final = "cs2cap-account/0.1.0"
-# A probe answering 401 with one of these codes proves the probed key was revoked.
-_REVOKED_CODES: Final = frozenset({None, "AUTH_API_KEY_REVOKED", "AUTH_INVALID_API_KEY"})
 
 logger: Final = logging.getLogger("cs2cap_account")
 
@@ -153,7 +151,7 @@ class AccountClient:
         shared = Shared(
             transport=Transport(session),
             base_url=url,
-            credentials=Credentials(key, token, _USER_AGENT),
+            credentials=Credentials(key, token, USER_AGENT),
             clock=the_clock,
             hooks=hooks or Hooks(),
             limiter=(
@@ -179,26 +177,53 @@ class AccountClient:
     def with_options(
         self,
         *,
-        timeout: float | None = None,
-        max_retries: int | None = None,
-        deadline: float | None = None,
-        max_retry_wait: float | None = None,
+        timeout: float | Literal[_Unset.UNSET] = UNSET,
+        max_retries: int | Literal[_Unset.UNSET] = UNSET,
+        deadline: float | Literal[_Unset.UNSET] | None = UNSET,
+        max_retry_wait: float | Literal[_Unset.UNSET] = UNSET,
     ) -> AccountClient:
         """A client with other request settings that shares this one's session.
 
-        The copy shares the connection pool, the credential (a reissue through either
-        switches both), the rate limiter and `rate_limit`. Closing it does nothing;
+        An omitted argument keeps this client's setting; `deadline=None` removes a
+        deadline. The copy shares the connection pool, the credential (a reissue through
+        either switches both), the rate limiter and `rate_limit`. Closing it does nothing;
         close the original.
         """
         old = self._session.options
         options = Options(
-            timeout=old.timeout if timeout is None else timeout,
-            max_retries=old.max_retries if max_retries is None else max_retries,
-            deadline=old.deadline if deadline is None else deadline,
-            max_retry_wait=old.max_retry_wait if max_retry_wait is None else max_retry_wait,
+            timeout=old.timeout if timeout is UNSET else timeout,
+            max_retries=old.max_retries if max_retries is UNSET else max_retries,
+            deadline=old.deadline if deadline is UNSET else deadline,
+            max_retry_wait=old.max_retry_wait if max_retry_wait is UNSET else max_retry_wait,
         )
         clone = object.__new__(AccountClient)
         clone._init(self._session.with_options(options), owner=False)
+        return clone
+
+    def with_credential(
+        self,
+        api_key: str | SecretKey | None = None,
+        *,
+        session_token: str | SecretKey | None = None,
+    ) -> AccountClient:
+        """A copy that sends another credential and shares everything else.
+
+        Give exactly one of `api_key` and `session_token` (a session JWT). The copy shares
+        the connection pool (or injected transport), base URL, clock, hooks, request
+        settings and rate limiter; it has its own credential, which a reissue through the
+        copy switches (this client keeps sending its own), and no reload after a 401.
+        Closing the copy does nothing; close the original.
+        """
+        key = _secret(api_key)
+        token = _secret(session_token)
+        if (key is None) == (token is None):
+            raise ValueError("with_credential() takes exactly one of api_key and session_token")
+        shared = self._session.shared
+        copy = attrs.evolve(
+            shared, credentials=Credentials(key, token, shared.credentials.user_agent)
+        )
+        clone = object.__new__(AccountClient)
+        clone._init(Session(copy, self._session.options), owner=False)
         return clone
 
     # -- lifecycle ------------------------------------------------------------------
@@ -302,70 +327,132 @@ class AccountClient:
         """
         credentials = self._session.shared.credentials
         token = credentials.current
-        via_jwt = credentials.api_key is None
-        before = await self._active_root(token)
-        probed = False
-        # An attempt that timed out may still be carried out by the server later, after a
-        # probe found it had not been: then no later failure proves nothing happened.
-        in_flight = False
-
-        async def prove_not_applied(error: CS2CapError) -> None:
-            nonlocal before, probed, in_flight
-            in_flight = in_flight or (isinstance(error, APITimeoutError) and error.request_sent)
-            try:
-                now = await self._active_root(token)
-            except AuthenticationError as exc:
-                if not via_jwt and exc.code in _REVOKED_CODES:
-                    raise _key_lost(before.id) from error
-                raise _outcome_unknown(before.id, exc) from error
-            except CS2CapError as exc:
-                raise _outcome_unknown(before.id, exc) from error
-            if now.id == before.id and now.is_active:
-                logger.info(
-                    "root key reissue did not take effect (%s); retrying", describe_error(error)
-                )
-                probed = True
-                return
-            if via_jwt:
-                logger.warning(
-                    "root key reissue took effect but its response was lost (%s); the lost "
-                    "key %s is the active one, reissuing again revokes only it",
-                    describe_error(error),
-                    now.id,
-                )
-                before = now
-                if on_lost is not None:
-                    on_lost(now)
-                return
-            raise _outcome_unknown(before.id, error) from error
-
+        run = _ReissueRun(self, token, via_jwt=credentials.api_key is None, on_lost=on_lost)
+        run.before = await self._active_root(token)
         try:
-            new = await self._session.request(
+            answer = await self._session.request(
                 "POST",
                 "/account/key/reissue",
-                ReissuedKey,
+                ReissueAnswer,
                 token=token,
-                on_ambiguous=prove_not_applied,
+                on_ambiguous=run.prove_not_applied,
             )
-        except AuthenticationError as exc:
-            # The probe saw the old key active, yet the retry finds it revoked: the first
-            # attempt was still in flight at the server and has since completed.
-            if probed and not via_jwt and exc.code in _REVOKED_CODES:
-                raise _key_lost(before.id) from exc
-            raise
-        except (KeyLostError, ReissueOutcomeUnknownError):
+        except (OutcomeUnknownError, KeyLostError):
             raise
         except CS2CapError as exc:
-            if in_flight:
-                raise _outcome_unknown(before.id, exc) from exc
-            raise
+            final = run.final_error(exc)
+            if final is exc:
+                raise
+            raise final from exc
+        new = self._reissued(answer)
         if use_new_key:
             credentials.use(new.key)
         return new
 
+    def _reissued(self, answer: ReissueAnswer) -> ReissuedKey:
+        """The once-shown answer as a `ReissuedKey`, filling in what could not be read.
+
+        The key and its id are all that matter now; a missing prefix is taken from the key,
+        a missing time is the time the answer arrived, and each gap is logged by name.
+        """
+        if answer.unreadable:
+            logger.warning(
+                "the reissue answer had unreadable fields (%s); kept the new key %s and "
+                "filled them in",
+                ", ".join(answer.unreadable),
+                answer.id,
+            )
+        key = answer.key
+        return ReissuedKey(
+            key=key,
+            key_prefix=answer.key_prefix
+            if answer.key_prefix is not None
+            else key.reveal().rpartition("_")[0],
+            id=answer.id,
+            created_at=answer.created_at or self.clock.now(),
+            message=answer.message,
+        )
+
     async def _active_root(self, token: SecretKey) -> KeyInfo:
         """`GET /account/key` with `token`: the key it names (the root key for a JWT)."""
         return (await self._session.request("GET", "/account/key", KeyEnvelope, token=token)).key
+
+
+class _ReissueRun:
+    """One `reissue_key()` call, across its attempts: what was in force, what was probed.
+
+    The session consults `prove_not_applied` after an attempt that failed once sent; it
+    returns (the attempt is resent) only when `verdict()` says the reissue did not happen,
+    or, with a session JWT, that it happened and the lost key may be replaced.
+    """
+
+    def __init__(
+        self,
+        client: AccountClient,
+        token: SecretKey,
+        *,
+        via_jwt: bool,
+        on_lost: Callable[[KeyInfo], object] | None,
+    ) -> None:
+        self._client = client
+        self._token = token
+        self._via_jwt = via_jwt
+        self._on_lost = on_lost
+        self.before: KeyInfo
+        # A probe found nothing had happened, so a later 401 means a late landing.
+        self._probed = False
+        # An attempt that timed out may still be carried out by the server later, after a
+        # probe found it had not been: then no later failure proves nothing happened.
+        self._in_flight = False
+
+    async def prove_not_applied(self, error: CS2CapError) -> None:
+        """Return if the reissue provably did not happen (or a lost key may be replaced)."""
+        self._in_flight |= isinstance(error, APITimeoutError) and error.request_sent
+        now: KeyInfo | None = None
+        cause: CS2CapError = error
+        seen: ProbeResult
+        try:
+            now = await self._client._active_root(self._token)
+            seen = Answered(now.id, now.is_active)
+        except AuthenticationError as exc:
+            seen, cause = Refused(exc.code), exc
+        except CS2CapError as exc:
+            seen, cause = NoAnswer(), exc
+        found = verdict(self.before.id, seen, via_jwt=self._via_jwt)
+        if found is Verdict.RETRY:
+            logger.info(
+                "root key reissue did not take effect (%s); retrying", describe_error(error)
+            )
+            self._probed = True
+            return
+        if found is Verdict.REPLACE_LOST:
+            assert now is not None
+            logger.warning(
+                "root key reissue took effect but its response was lost (%s); the lost "
+                "key %s is the active one, reissuing again revokes only it",
+                describe_error(error),
+                now.id,
+            )
+            self.before = now
+            if self._on_lost is not None:
+                self._on_lost(now)
+            return
+        if found is Verdict.LOST:
+            raise _key_lost(self.before.id) from error
+        raise _outcome_unknown(self.before.id, cause) from error
+
+    def final_error(self, error: CS2CapError) -> CS2CapError:
+        """What the call raises when its last attempt failed with `error`."""
+        if isinstance(error, AuthenticationError) and self._probed:
+            # The probe saw the old key active, yet the retry finds it revoked: the first
+            # attempt was still in flight at the server and has since completed.
+            late = verdict(self.before.id, Refused(error.code), via_jwt=self._via_jwt)
+            if late is Verdict.LOST:
+                return _key_lost(self.before.id)
+            return error
+        if self._in_flight:
+            return _outcome_unknown(self.before.id, error)
+        return error
 
 
 def _key_lost(key_id: str) -> KeyLostError:
@@ -377,11 +464,12 @@ def _key_lost(key_id: str) -> KeyLostError:
     )
 
 
-def _outcome_unknown(key_id: str, cause: BaseException) -> ReissueOutcomeUnknownError:
+def _outcome_unknown(key_id: str, cause: CS2CapError) -> ReissueOutcomeUnknownError:
     return ReissueOutcomeUnknownError(
         f"could not tell whether the root key {key_id} was reissued ({cause}). Check with "
         "get_key() using the old key: 200 means nothing happened; if it is revoked, "
-        "reissue with a session JWT."
+        "reissue with a session JWT.",
+        cause=cause,
     )
 
 
@@ -428,7 +516,8 @@ class SubKeys:
         async def refuse(error: CS2CapError) -> None:
             raise SubKeyOutcomeUnknownError(
                 f"creating child key {name!r} failed after the request was sent ({error}); "
-                "a child key may have been created. List the child keys to check."
+                "a child key may have been created. List the child keys to check.",
+                cause=error,
             ) from error
 
         return await self._session.request(

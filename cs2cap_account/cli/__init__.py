@@ -11,8 +11,9 @@ interrupted; point any client at it with `CS2C_API_BASE=http://127.0.0.1:8765/v1
 The package, one module per concern: `_parser` (argparse only), `_key`, `_sub_keys`,
 `_rotate` and `_mock_server` (one per command group), `_demo`, `_format` (how results are
 shown), `_common` (credentials, clients, stores, signals) and `_run` (running a command:
-logging, one-line errors, exit status). Parsing imports only `_parser`, `_env` and
-`_exit`; a command's module is imported when it runs, so `--help` never loads aiohttp.
+logging, one-line errors, exit status). Parsing imports only `_parser`, `_exit` and
+`cs2cap_account._constants`; a command's module is imported when it runs, so `--help`
+never loads aiohttp.
 """
 
 from __future__ import annotations

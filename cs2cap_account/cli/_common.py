@@ -5,19 +5,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
 from cs2cap_account._client import AccountClient
+from cs2cap_account._constants import API_KEY_ENV, SESSION_TOKEN_ENV
 from cs2cap_account._secret import SecretKey, redact_text
-from cs2cap_account.cli._env import API_KEY_ENV, SESSION_TOKEN_ENV, env_secret
 from cs2cap_account.cli._exit import UsageError
 from cs2cap_account.stores import FileKeyStore, KeyStore
 
 __all__ = [
     "api_key",
     "default_client",
+    "env_secret",
     "make_client",
     "on_signals",
     "open_store",
@@ -30,6 +32,12 @@ T = TypeVar("T")
 
 
 # -- credentials and clients -----------------------------------------------------------
+
+
+def env_secret(name: str) -> SecretKey | None:
+    """The secret in the environment variable `name`, or None if it is unset or blank."""
+    value = os.environ.get(name, "").strip()
+    return SecretKey(value) if value else None
 
 
 def api_key(args: argparse.Namespace) -> SecretKey | None:

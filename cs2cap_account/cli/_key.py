@@ -23,10 +23,16 @@ from typing import Any, TextIO
 import attrs
 
 from cs2cap_account._client import AccountClient
+from cs2cap_account._constants import API_KEY_ENV, SESSION_TOKEN_ENV
 from cs2cap_account._models import ReissuedKey
 from cs2cap_account._secret import SecretKey
-from cs2cap_account.cli._common import api_key, default_client, make_client, on_signals
-from cs2cap_account.cli._env import API_KEY_ENV, SESSION_TOKEN_ENV, env_secret
+from cs2cap_account.cli._common import (
+    api_key,
+    default_client,
+    env_secret,
+    make_client,
+    on_signals,
+)
 from cs2cap_account.cli._exit import Declined, UsageError
 from cs2cap_account.cli._format import (
     emit_json,

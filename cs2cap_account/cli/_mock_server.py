@@ -10,8 +10,8 @@ import argparse
 import asyncio
 import sys
 
+from cs2cap_account._constants import API_KEY_ENV, BASE_URL_ENV, SESSION_TOKEN_ENV
 from cs2cap_account.cli._common import on_signals
-from cs2cap_account.cli._env import API_KEY_ENV, BASE_URL_ENV, SESSION_TOKEN_ENV
 from cs2cap_account.testing import FakeCS2CapAPI
 
 __all__ = ["run_mock_server", "serve_until_stopped"]

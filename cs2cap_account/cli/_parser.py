@@ -25,8 +25,14 @@ import textwrap
 from collections.abc import Callable
 from typing import Any, Final, NoReturn
 
+from cs2cap_account._constants import (
+    API_KEY_ENV,
+    BASE_URL_ENV,
+    DEFAULT_BASE_URL,
+    SESSION_TOKEN_ENV,
+    __version__,
+)
 from cs2cap_account._secret import redact_text
-from cs2cap_account.cli._env import API_KEY_ENV, BASE_URL_ENV, DEFAULT_BASE_URL, SESSION_TOKEN_ENV
 from cs2cap_account.cli._exit import EXIT_STATUS_HELP, ExitStatus
 
 __all__ = ["PROG", "build_parser", "parse_duration"]
@@ -195,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="show the SDK's logs (logger cs2cap_account, DEBUG) on stderr",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     top = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_key(top)
     _add_rotate(top)

@@ -9,6 +9,7 @@ import logging
 from typing import Final, TextIO
 
 from cs2cap_account._client import AccountClient
+from cs2cap_account._constants import API_KEY_ENV
 from cs2cap_account._models import KeyInfo
 from cs2cap_account.cli._common import (
     api_key,
@@ -18,7 +19,6 @@ from cs2cap_account.cli._common import (
     stop_on_signals,
     unless_stopped,
 )
-from cs2cap_account.cli._env import API_KEY_ENV
 from cs2cap_account.cli._exit import UsageError
 from cs2cap_account.cli._format import ago
 from cs2cap_account.rotation import KeyRotator, RotationEvent

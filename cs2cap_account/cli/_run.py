@@ -10,11 +10,11 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from typing import Any, Final, TextIO
 
+from cs2cap_account._constants import SESSION_TOKEN_ENV
 from cs2cap_account._secret import redact_text
-from cs2cap_account.cli._env import SESSION_TOKEN_ENV
 from cs2cap_account.cli._exit import Declined, ExitStatus, UsageError
 from cs2cap_account.cli._parser import PROG
 from cs2cap_account.errors import (
@@ -26,30 +26,34 @@ from cs2cap_account.errors import (
     RateLimitError,
     ReissueOutcomeUnknownError,
     RotationError,
+    SubKeyOutcomeUnknownError,
 )
 
 __all__ = ["AsyncCommand", "exit_status_for", "run_command"]
 
 AsyncCommand = Callable[[argparse.Namespace, TextIO], Coroutine[Any, Any, int]]
 
-# The first matching class decides: a lost or unknown reissue outranks "network".
-_STATUS_BY_ERROR: Final[tuple[tuple[type[BaseException], ExitStatus], ...]] = (
-    (RotationError, ExitStatus.ROTATION),
-    (KeyLostError, ExitStatus.ROTATION),
-    (ReissueOutcomeUnknownError, ExitStatus.ROTATION),
-    (AuthenticationError, ExitStatus.AUTH),
-    (PermissionDeniedError, ExitStatus.PERMISSION),
-    (RateLimitError, ExitStatus.RATE_LIMIT),
-    (APIConnectionError, ExitStatus.NETWORK),
-    (UsageError, ExitStatus.USAGE),
-)
+# No class here is a subclass of another, so the order does not matter: an unknown
+# outcome (`OutcomeUnknownError`) is not a connection error, and a lost key is not one either.
+_STATUS_BY_ERROR: Final[Mapping[type[BaseException], ExitStatus]] = {
+    RotationError: ExitStatus.ROTATION,
+    KeyLostError: ExitStatus.ROTATION,
+    ReissueOutcomeUnknownError: ExitStatus.ROTATION,
+    # Whether a child key was created is as unknown as a request that got no answer.
+    SubKeyOutcomeUnknownError: ExitStatus.NETWORK,
+    AuthenticationError: ExitStatus.AUTH,
+    PermissionDeniedError: ExitStatus.PERMISSION,
+    RateLimitError: ExitStatus.RATE_LIMIT,
+    APIConnectionError: ExitStatus.NETWORK,
+    UsageError: ExitStatus.USAGE,
+}
 
 
 def exit_status_for(error: BaseException) -> ExitStatus:
     """The exit status for an error a command raised (`ERROR` for any other)."""
-    for kind, status in _STATUS_BY_ERROR:
-        if isinstance(error, kind):
-            return status
+    for kind in type(error).__mro__:
+        if kind in _STATUS_BY_ERROR:
+            return _STATUS_BY_ERROR[kind]
     return ExitStatus.ERROR
 
 

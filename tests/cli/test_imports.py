@@ -33,12 +33,14 @@ print(json.dumps({"status": status, "modules": sorted(sys.modules)}))
 """
 
 # Heavy dependencies, and the project modules that pull them in.
-HEAVY = ("aiohttp", "cattrs", "tenacity", "redis")
+HEAVY = ("aiohttp", "cattrs", "attrs", "attr", "multidict", "yarl", "tenacity", "redis")
 HEAVY_OURS = (
     "cs2cap_account._client",
     "cs2cap_account._session",
     "cs2cap_account._converter",
+    "cs2cap_account.errors",
     "cs2cap_account.rotation",
+    "cs2cap_account.stores",
     "cs2cap_account.testing",
 )
 

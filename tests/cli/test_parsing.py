@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.metadata
 
 import pytest
 
@@ -47,3 +48,10 @@ def test_bad_arguments_are_one_line_and_status_2(
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1, err
     assert err.startswith("cs2cap-account") and err.endswith("(see --help)\n")
+
+
+def test_version_is_the_installed_distributions(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--version` prints the program's name and the version the package was built with."""
+    assert main(["--version"]) == 0
+    version = importlib.metadata.version("cs2cap-account")
+    assert capsys.readouterr().out == f"cs2cap-account {version}\n"

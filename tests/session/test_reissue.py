@@ -212,7 +212,11 @@ async def test_an_unreachable_probe_raises_outcome_unknown(
     with pytest.raises(ReissueOutcomeUnknownError) as caught:
         await client.reissue_key()
 
-    assert isinstance(caught.value, APIConnectionError)
+    # Not a connection error itself (the outcome, not the connection, is the news); the
+    # probe's connection error is its cause.
+    assert not isinstance(caught.value, APIConnectionError)
+    assert isinstance(caught.value.cause, APIConnectionError)
+    assert caught.value.__cause__ is not None
     assert "get_key() using the old key" in str(caught.value)
     assert api.reissues == 1
     assert api.requests["reissue_key"] == 1

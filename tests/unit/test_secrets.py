@@ -260,8 +260,11 @@ async def test_422_echoing_a_key_is_redacted(mock: aioresponses, client: Account
 async def test_malformed_reissue_body_hides_the_key(
     mock: aioresponses, client: AccountClient
 ) -> None:
-    """A malformed reissue answer that does carry a key does not put it in the error."""
-    body = {**reissued(), "created_at": f"not a date {NEW_ROOT_KEY}"}
+    """A malformed reissue answer that does carry a key does not put it in the error.
+
+    (Without its id the key cannot be salvaged: the answer is unusable.)
+    """
+    body = {**reissued(), "id": [f"not an id {NEW_ROOT_KEY}"]}
     mock.get(url("/account/key"), payload={"key": key_info()})
     mock.post(url("/account/key/reissue"), payload=body)
     mock.get(url("/account/key"), status=401, payload=error("AUTH_API_KEY_REVOKED", "revoked"))
