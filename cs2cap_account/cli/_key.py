@@ -42,7 +42,7 @@ from cs2cap_account.cli._format import (
     rate_limit_text,
     reissued_json,
 )
-from cs2cap_account.errors import CS2CapError, RotationError
+from cs2cap_account.errors import AuthenticationError, CS2CapError, RotationError
 from cs2cap_account.rotation import KeyRotator
 from cs2cap_account.stores import FileKeyStore
 
@@ -212,6 +212,13 @@ async def _explained(
         return RotationError(
             f"the root key was reissued, but saving the new key in {store.path} failed "
             f"({cause}); the new key is printed above, once: store it yourself now",
+            previous_key_id=error.previous_key_id,
+        )
+    if isinstance(error.__cause__, AuthenticationError):
+        return RotationError(
+            f"the key in {store.path} is refused ({error.__cause__}); nothing was reissued. "
+            "If it was replaced elsewhere, move the file aside and run again with "
+            f"{API_KEY_ENV} (the key in force) or {SESSION_TOKEN_ENV} set.",
             previous_key_id=error.previous_key_id,
         )
     if record is not None and record.pending is not None:

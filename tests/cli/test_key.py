@@ -138,6 +138,37 @@ async def test_key_reissue_store_saves_the_next_generation(
         assert_no_plaintext(result, fake_cs2cap)
 
 
+async def test_key_reissue_store_with_only_a_session_token_saves_generation_1(
+    fake_cs2cap: FakeCS2CapAPI, tmp_path: Path
+) -> None:
+    """An empty file and only CS2C_SESSION_TOKEN: reissued with the token, the new key
+    saved as generation 1; with no credential at all, a usage error and no reissue.
+    """
+    path = tmp_path / "key.json"
+    bare = env_for(fake_cs2cap, use_root_key=False)
+    none = await run("key", "reissue", "--yes", "--store", str(path), env=bare)
+    assert none.status == ExitStatus.USAGE
+    assert "no credential" in none.error_line
+    assert fake_cs2cap.reissues == 0
+
+    env = bare | {"CS2C_SESSION_TOKEN": fake_cs2cap.session_token.reveal()}
+    result = await run("key", "reissue", "--yes", "--json", "--store", str(path), env=env)
+    assert result.status == 0, result.stderr
+    assert fake_cs2cap.reissues == 1
+    record = await stored(path)
+    assert (record.generation, record.key, record.key_id) == (
+        1,
+        fake_cs2cap.root_key,
+        fake_cs2cap.root_key_id,
+    )
+    data = result.json()
+    assert (data["generation"], data["id"]) == (1, fake_cs2cap.root_key_id)
+    assert data["key_prefix"] == "sk_live_root"
+    assert "key" not in data
+    for each in (none, result):
+        assert_no_plaintext(each, fake_cs2cap)
+
+
 async def test_key_reissue_into_an_unwritable_store_reissues_nothing(
     fake_cs2cap: FakeCS2CapAPI, tmp_path: Path
 ) -> None:
@@ -154,6 +185,27 @@ async def test_key_reissue_into_an_unwritable_store_reissues_nothing(
     record = await stored(path)
     assert (record.generation, record.pending) == (1, None)
     assert fake_cs2cap.is_active(record.key)
+    assert_no_plaintext(result, fake_cs2cap)
+
+
+async def test_key_reissue_with_a_stored_key_revoked_elsewhere_says_so(
+    fake_cs2cap: FakeCS2CapAPI, tmp_path: Path
+) -> None:
+    """A stored key revoked by someone else (no journal): status 7, nothing reissued, the
+    journal closed again, and the message says how to go on.
+    """
+    path = tmp_path / "key.json"
+    await FileKeyStore(path).save(await first_record(fake_cs2cap), expected_generation=None)
+    async with AccountClient(fake_cs2cap.root_key, base_url=fake_cs2cap.base_url) as client:
+        await client.reissue_key()
+    result = await run("key", "reissue", "--yes", "--store", str(path), env=env_for(fake_cs2cap))
+    assert result.status == ExitStatus.ROTATION
+    assert f"the key in {path} is refused (GET /account/key failed with HTTP 401" in (
+        result.error_line
+    )
+    assert "move the file aside" in result.error_line
+    assert fake_cs2cap.reissues == 1
+    assert (await stored(path)).pending is None
     assert_no_plaintext(result, fake_cs2cap)
 
 
