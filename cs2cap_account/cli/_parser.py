@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib
-import logging
 import re
 import textwrap
 from collections.abc import Callable
@@ -32,7 +31,6 @@ from cs2cap_account._constants import (
     SESSION_TOKEN_ENV,
     __version__,
 )
-from cs2cap_account._secret import redact_text
 from cs2cap_account.cli._exit import EXIT_STATUS_HELP, ExitStatus
 
 __all__ = ["PROG", "build_parser", "parse_duration"]
@@ -53,12 +51,14 @@ _EPILOG: Final = _ENVIRONMENT_HELP + "\n" + EXIT_STATUS_HELP
 
 
 def _later(
-    module: str, name: str, *, log_level: int = logging.WARNING, wrap: bool = True
+    module: str, name: str, *, log_level: str = "WARNING", wrap: bool = True
 ) -> Callable[[argparse.Namespace], int]:
     """A leaf's `run`: import `cs2cap_account.cli.<module>` when called, run `name` from it.
 
     With `wrap` (every API command) `name` is a coroutine function run by `_run.run_command`
-    in its own event loop, with logging and one-line errors; otherwise it is called as is.
+    in its own event loop, with the SDK's logs at `log_level` (a `logging` level's name:
+    `logging` itself is not imported to parse) and one-line errors; otherwise it is called
+    as is.
     """
 
     def run(args: argparse.Namespace) -> int:
@@ -85,6 +85,8 @@ class _Parser(argparse.ArgumentParser):
         """Print `prog: error: message` on one line and exit with the usage status."""
         text = " ".join(message.split())
         if self.redact_errors:  # a key pasted in the wrong place is not echoed back
+            from cs2cap_account._secret import redact_text  # hmac: only for an error
+
             text = redact_text(text)
         self.exit(ExitStatus.USAGE, f"{self.prog}: error: {text} (see --help)\n")
 
@@ -217,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
         "redacted.",
     )
     _verbose_option(demo)
-    demo.set_defaults(run=_later("_demo", "demo", log_level=logging.ERROR))
+    demo.set_defaults(run=_later("_demo", "demo", log_level="ERROR"))
     return parser
 
 
@@ -309,7 +311,7 @@ def _add_rotate(top: Any) -> None:
     )
     rotate.add_argument("--once", action="store_true", help="check (and rotate if due) once")
     _api_options(rotate, json_output=False)
-    rotate.set_defaults(run=_later("_rotate", "rotate", log_level=logging.INFO))
+    rotate.set_defaults(run=_later("_rotate", "rotate", log_level="INFO"))
 
 
 def _add_sub_keys(top: Any) -> None:

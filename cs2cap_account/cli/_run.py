@@ -58,10 +58,15 @@ def exit_status_for(error: BaseException) -> ExitStatus:
 
 
 def run_command(
-    command: AsyncCommand, args: argparse.Namespace, *, log_level: int = logging.WARNING
+    command: AsyncCommand, args: argparse.Namespace, *, log_level: str = "WARNING"
 ) -> int:
-    """Run `command` in its own event loop, with logging, mapping errors to a status."""
-    with _logging_to_stderr(args.verbose, log_level):
+    """Run `command` in its own event loop, with logging, mapping errors to a status.
+
+    The SDK's logs at `log_level` (a level's name, e.g. `"INFO"`), or DEBUG with
+    `--verbose`, go to stderr.
+    """
+    level: int = getattr(logging, log_level)
+    with _logging_to_stderr(args.verbose, level):
         try:
             return asyncio.run(command(args, sys.stdout))
         except (CS2CapError, UsageError, Declined) as exc:
