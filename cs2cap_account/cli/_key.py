@@ -179,7 +179,15 @@ async def _rotate_once(
     try:
         event = await rotator.rotate_now(reason="cli")
     except RotationError as exc:
-        raise await _explained(exc, rotator.current_key, key, store, out, json_output) from exc
+        raise await _explained(
+            exc,
+            store,
+            out,
+            held=rotator.current_key,
+            started_with=key,
+            token=token,
+            json_output=json_output,
+        ) from exc
     finally:
         await rotator.stop()
     saved = _Saved(key=event.new_key, key_id=event.key_id, generation=event.generation)
@@ -191,16 +199,20 @@ async def _rotate_once(
 
 async def _explained(
     error: RotationError,
-    held: SecretKey,
-    started_with: SecretKey,
     store: FileKeyStore,
     out: TextIO,
+    *,
+    held: SecretKey,
+    started_with: SecretKey,
+    token: SecretKey | None,
     json_output: bool,
 ) -> RotationError:
     """The error to end with, saying what to do next; the new key printed if unsaved.
 
     A key the rotator reissued but could not save is held only by this process, which is
-    about to end: it is printed, once, as the only copy.
+    about to end: it is printed, once, as the only copy. A journal still open is finished
+    by the next run; a stored key refused with the journal closed again was revoked
+    elsewhere (a failed recovery leaves the journal open, whatever refused it).
     """
     record = await store.load()
     if held != started_with and (record is None or record.key != held):
@@ -214,18 +226,18 @@ async def _explained(
             f"({cause}); the new key is printed above, once: store it yourself now",
             previous_key_id=error.previous_key_id,
         )
+    if record is not None and record.pending is not None:
+        given = f"set {SESSION_TOKEN_ENV} (a session JWT) and " if token is None else ""
+        return RotationError(
+            f"{str(error).rstrip('.')}. To finish the reissue left open in {store.path}: "
+            f"{given}run `cs2cap-account key reissue --store {store.path}` again.",
+            previous_key_id=error.previous_key_id,
+        )
     if isinstance(error.__cause__, AuthenticationError):
         return RotationError(
             f"the key in {store.path} is refused ({error.__cause__}); nothing was reissued. "
             "If it was replaced elsewhere, move the file aside and run again with "
             f"{API_KEY_ENV} (the key in force) or {SESSION_TOKEN_ENV} set.",
-            previous_key_id=error.previous_key_id,
-        )
-    if record is not None and record.pending is not None:
-        return RotationError(
-            f"{error} The reissue's journal stays open in {store.path}: set "
-            f"{SESSION_TOKEN_ENV} (a session JWT) and run `cs2cap-account key reissue "
-            f"--store {store.path}` again to finish it.",
             previous_key_id=error.previous_key_id,
         )
     return error

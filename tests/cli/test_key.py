@@ -244,18 +244,24 @@ async def test_a_lost_reissue_response_leaves_a_journal_that_a_second_run_finish
     api.faults.drop_after_commit("reissue_key")
     lost = await run("key", "reissue", "--yes", "--store", str(path), env=env_for(api))
     assert lost.status == ExitStatus.ROTATION
-    assert "journal stays open" in lost.error_line
-    assert "set CS2C_SESSION_TOKEN (a session JWT) and run `cs2cap-account key reissue" in (
-        lost.error_line
-    )
+    assert f"To finish the reissue left open in {path}: set CS2C_SESSION_TOKEN" in lost.error_line
     assert api.reissues == 1
     journal = await stored(path)
     assert journal.pending is not None
     assert journal.generation == journal.pending.from_generation
     assert not api.is_active(journal.key)
 
+    wrong = env_for(api, use_root_key=False, CS2C_SESSION_TOKEN="eyJ.not-the.token")
+    refused = await run("key", "reissue", "--yes", "--store", str(path), env=wrong)
+    assert refused.status == ExitStatus.ROTATION
+    last = refused.stderr.splitlines()[-1]  # after the rotator's warnings
+    assert "recovering it with the recovery token failed" in last
+    assert f"To finish the reissue left open in {path}: run `cs2cap-account" in last
+    assert api.reissues == 1
+    assert await stored(path) == journal
+
     await finishes_the_journal(api, path, journal)
-    for result in (lost,):
+    for result in (lost, refused):
         assert_no_plaintext(result, api)
 
 
