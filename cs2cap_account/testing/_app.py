@@ -141,11 +141,13 @@ async def _serve(backend: Backend, route: Route, request: web.Request) -> web.Re
     fault = backend.faults.take(route.name)
     if fault is None:
         return _render(await _answer(backend, route, request))
-    if fault.delay > 0:
-        await asyncio.sleep(fault.delay)
+    if fault.delay_before > 0:
+        await asyncio.sleep(fault.delay_before)
     if not fault.runs_handler:
         return _fault_instead_of_handler(backend, fault, request)
     reply = await _answer(backend, route, request)  # the route's effect is committed here
+    if fault.delay_after > 0:
+        await asyncio.sleep(fault.delay_after)
     if fault.kind is FaultKind.DROP_AFTER_COMMIT:
         return _drop_connection(request)
     if fault.kind is FaultKind.TRUNCATED_BODY:

@@ -108,6 +108,23 @@ async def test_a_drop_after_commit_loses_a_reissue_that_happened(
     assert api.faults.injected["drop_after_commit"] == 1
 
 
+async def test_a_delay_after_commit_holds_the_answer_to_a_reissue_that_happened(
+    api: FakeCS2CapAPI, http: Http
+) -> None:
+    """The reissue takes effect first; the answer (the new key) comes after the wait."""
+    old_key = api.root_key
+    api.faults.delay_after_commit("reissue_key", 0.2)
+    answer = asyncio.ensure_future(http.post("/account/key/reissue", token=old_key))
+    while api.reissues == 0:  # noqa: ASYNC110 - no event to await
+        await asyncio.sleep(0.005)
+    assert not answer.done()
+    assert not api.is_active(old_key)
+    reply = await answer
+    assert reply.status == 200
+    assert reply.json["key"] == api.root_key.reveal()
+    assert api.faults.injected["delay_after_commit"] == 1
+
+
 async def test_an_html_502_page_is_not_json(api: FakeCS2CapAPI, http: Http) -> None:
     """`html_502` answers a proxy's HTML page; the handler does not run."""
     api.faults.html_502("reissue_key")
