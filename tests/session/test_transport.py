@@ -22,7 +22,7 @@ from cs2cap_account import (
     RetryEvent,
     UnprocessableEntityError,
 )
-from cs2cap_account._transport import Transport
+from cs2cap_account._transport import AiohttpTransport
 
 from ._support import API_KEY, Reply, ScriptedServer, closed_port, key_body
 from .conftest import MakeClient
@@ -277,7 +277,7 @@ async def test_the_client_creates_and_closes_its_own_session(
 
 async def test_aclose_before_any_request_is_fine() -> None:
     """Closing a transport that never created a session does nothing and does not fail."""
-    transport = Transport()
+    transport = AiohttpTransport()
     await transport.aclose()
 
     assert transport.closed
@@ -285,7 +285,7 @@ async def test_aclose_before_any_request_is_fine() -> None:
 
 def test_the_timeout_cache_stays_small() -> None:
     """Many distinct per-attempt timeouts (as a deadline produces) do not pile up."""
-    transport = Transport()
+    transport = AiohttpTransport()
     timeouts = [transport._timeout(0.1 * i) for i in range(1, 100)]
 
     assert len(transport._timeouts) <= 8
