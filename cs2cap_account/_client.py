@@ -232,8 +232,9 @@ class AccountClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the transport, and with it the client's own aiohttp session (never an
-        injected aiohttp session). Idempotent.
+        """Close the transport (a given one too). Idempotent.
+
+        The client's own aiohttp session closes with it; an injected one never does.
         """
         if self._owner:
             await self._session.shared.transport.aclose()

@@ -1,6 +1,6 @@
-"""Tenacity, wrapped once: the backoff every retry in the SDK uses (the one module that
-imports tenacity).
+"""Tenacity, wrapped once: the backoff every retry in the SDK uses.
 
+This is the one module that imports tenacity.
 The session layer asks an `AttemptBudget` after each failed attempt whether another is
 allowed and how long to back off first; the rotator's own retries (store writes,
 verification, callbacks, failed schedule checks) use `retrying()`. Both sleep through the
@@ -38,8 +38,10 @@ _BACKOFF_RETRYING: Final = AsyncRetrying(wait=BACKOFF, reraise=True)
 
 @attrs.frozen
 class AttemptBudget:
-    """`attempts` tries in all, with `BACKOFF` between them: tenacity's stop and wait
-    strategies, asked one failed attempt at a time by a loop that does its own waiting.
+    """`attempts` tries in all, with `BACKOFF` between them.
+
+    Tenacity's stop and wait strategies, asked one failed attempt at a time by a loop
+    that does its own waiting (the session's).
     """
 
     attempts: int

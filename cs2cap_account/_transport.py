@@ -100,7 +100,7 @@ class AiohttpTransport:
         if self._closed:
             raise RuntimeError("this AccountClient is closed")
         if self._session is None:
-            import aiohttp  # noqa: PLC0415 - the SDK loads aiohttp only once it sends
+            import aiohttp  # the SDK loads aiohttp only once it sends
 
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=100, ttl_dns_cache=300),
@@ -112,7 +112,7 @@ class AiohttpTransport:
     def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
         timeout = self._timeouts.get(seconds)
         if timeout is None:
-            import aiohttp  # noqa: PLC0415 - loaded by _get_session already: a dict lookup
+            import aiohttp  # loaded by _get_session already: a dict lookup
 
             # A deadline makes many one-off values: keep the cache small.
             if len(self._timeouts) >= _TIMEOUT_CACHE_SIZE:
@@ -132,7 +132,7 @@ class AiohttpTransport:
     ) -> Response:
         """Send one request and read the whole response, or raise `APIConnectionError`."""
         session = self._get_session()
-        import aiohttp  # noqa: PLC0415 - loaded by _get_session already: a dict lookup
+        import aiohttp  # loaded by _get_session already: a dict lookup
 
         try:
             async with session.request(

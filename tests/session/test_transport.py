@@ -268,6 +268,7 @@ async def test_the_client_creates_and_closes_its_own_session(
     await client.get_key()
 
     transport = client._session.shared.transport
+    assert isinstance(transport, AiohttpTransport)
     session = transport._session
     assert session is not None
     assert not session.closed
