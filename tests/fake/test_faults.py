@@ -60,6 +60,7 @@ async def test_a_delay_outlasts_a_short_client_timeout(api: FakeCS2CapAPI, tcp_h
     """A 0.05 s delay trips a 0.01 s client timeout; without a timeout the answer arrives."""
     # Over TCP: an aiohttp client timeout against the fake's real-time delay.
     api.faults.delay("get_key", 0.05)
+    assert tcp_http.session is not None
     with pytest.raises(asyncio.TimeoutError):
         async with tcp_http.session.get(
             api.base_url + "/account/key",
