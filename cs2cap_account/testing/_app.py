@@ -204,7 +204,11 @@ def _fault_instead_of_handler(backend: Backend, fault: Fault, request: web.Reque
             "detail": f"Monthly quota exceeded ({quota}/{quota} requests).",
         }
         return _response(429, _encode(payload), headers)
-    payload = {"code": fault.code, "detail": fault.detail}
+    payload = (
+        {"detail": fault.detail}
+        if fault.code is None
+        else {"code": fault.code, "detail": fault.detail}
+    )
     return _response(fault.status, _encode(payload), {**headers, **fault.headers})
 
 
