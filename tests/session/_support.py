@@ -25,8 +25,9 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.test_utils import TestServer
 
-from cs2cap_account import FakeClock
+from cs2cap_account import FakeClock, SecretKey
 from cs2cap_account._transport import Response, Transport
+from cs2cap_account.testing import FakeCS2CapAPI
 
 ROOT_ID = "0b9d3c4e-8f1a-4c2b-9e7d-1a2b3c4d5e6f"
 API_KEY = "sk_live_root_Q7pX2mZk9LwR4tYb8NcV3sHd"
@@ -90,6 +91,8 @@ class Seen:
     method: str
     path: str
     authorization: str | None
+    content_type: str | None = None
+    body: bytes | None = None
 
 
 @attrs.define
@@ -117,7 +120,16 @@ class Recorder:
     ) -> Response:
         """Note the request, then send it through `inner`."""
         path = "/" + url.split("://", 1)[-1].partition("/")[2].partition("?")[0]
-        self.seen.append(Seen(self.clock.monotonic(), method, path, headers.get("Authorization")))
+        self.seen.append(
+            Seen(
+                self.clock.monotonic(),
+                method,
+                path,
+                headers.get("Authorization"),
+                headers.get("Content-Type"),
+                body,
+            )
+        )
         return await self.inner.send(
             method, url, headers=headers, params=params, body=body, timeout=timeout
         )
@@ -129,6 +141,21 @@ class Recorder:
     def fork(self, inner: Transport) -> Recorder:
         """A recorder for another client: its own `inner`, noting into the same `seen`."""
         return Recorder(inner, self.clock, self.seen)
+
+
+async def revoke_root_key(fake: FakeCS2CapAPI) -> SecretKey:
+    """Reissue the fake's root key (with its session token, over a transport of its own)
+    and return the old key, now revoked.
+    """
+    old = fake.root_key
+    transport = fake.transport()
+    auth = {"Authorization": f"Bearer {fake.session_token.reveal()}"}
+    reply = await transport.send(
+        "POST", "https://fake.test/v1/account/key/reissue", headers=auth, timeout=5
+    )
+    await transport.aclose()
+    assert reply.status == 200
+    return old
 
 
 def canned(body: Any) -> bytes:
