@@ -1,6 +1,6 @@
 """`InProcessTransport`: the fake's own aiohttp.web application, called without a socket.
 
-    AccountClient ─> InProcessTransport.send ─> a web.Request (aiohttp's test utilities)
+    AccountClient ─> InProcessTransport.send ─> a web.Request, as aiohttp's server parses it
                  ─> the fake's app: router, middleware, handlers, faults ─> web.Response
 
 The request runs through the same router, middleware and handlers as over TCP, so the
@@ -21,12 +21,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import attrs
 from aiohttp import web
+from aiohttp.http import HttpVersion11
+from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
-from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
@@ -46,17 +47,29 @@ _PEER: Final = ("127.0.0.1", 0)
 
 @attrs.define
 class InProcessConnection:
-    """The socket of one in-process exchange, as the fake's handlers see it.
+    """The connection of one in-process exchange, as the fake's handlers see it.
 
-    It stands where a `web.Request` has its asyncio transport: `close()` is how a fault
-    drops the connection, and `delay()` is how a fault waits, on the transport's clock and
-    within the client's timeout.
+    It stands where a `web.Request` has its server protocol and asyncio transport:
+    `close()` is how a fault drops the connection, and `delay()` is how a fault waits, on
+    the transport's clock and within the client's timeout.
     """
 
     _clock: Clock
     _timeout: float
     _gave_up: asyncio.Future[Any]
     closed: bool = attrs.field(init=False, default=False)
+    # What a web.Request reads from its server protocol.
+    ssl_context: None = attrs.field(init=False, default=None)
+    peername: tuple[str, int] = attrs.field(init=False, default=_PEER)
+    sockname: tuple[str, int] = attrs.field(init=False, default=_PEER)
+    max_field_size: int = attrs.field(init=False, default=8190)
+    max_line_length: int = attrs.field(init=False, default=8190)
+    max_headers: int = attrs.field(init=False, default=128)
+
+    @property
+    def transport(self) -> InProcessConnection:
+        """The protocol's transport: this connection too."""
+        return self
 
     def close(self) -> None:
         """Drop the connection: the client gets no response."""
@@ -143,15 +156,10 @@ class InProcessTransport:
         loop = asyncio.get_running_loop()
         gave_up: asyncio.Future[Any] = loop.create_future()
         connection = InProcessConnection(self._clock, timeout, gave_up)
-        request = make_mocked_request(
-            method,
-            target.raw_path_qs,
-            headers=CIMultiDict(headers),
-            app=self._app,
-            transport=connection,
-            payload=_payload(body, loop),
+        message = _message(method, target, headers)
+        handling: asyncio.Future[Any] = asyncio.ensure_future(
+            _handle(self._app, message, _payload(body, loop), connection)
         )
-        handling: asyncio.Future[Any] = asyncio.ensure_future(_handle(self._app, request))
         try:
             await asyncio.wait((handling, gave_up), return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -175,8 +183,33 @@ class InProcessTransport:
         self._closed = True
 
 
-async def _handle(app: web.Application, request: web.Request) -> web.StreamResponse:
-    """Route and handle `request` as the fake's server does, a crash included (500)."""
+def _message(method: str, target: URL, headers: Mapping[str, str]) -> RawRequestMessage:
+    """The request line and headers, as aiohttp's HTTP parser hands them to the server."""
+    proxy = CIMultiDictProxy(CIMultiDict(headers))
+    raw = tuple((name.encode(), value.encode()) for name, value in proxy.items())
+    path = target.raw_path_qs
+    return RawRequestMessage(
+        method, path, HttpVersion11, proxy, raw, False, None, False, False, URL(path)
+    )
+
+
+async def _handle(
+    app: web.Application,
+    message: RawRequestMessage,
+    payload: StreamReader,
+    connection: InProcessConnection,
+) -> web.StreamResponse:
+    """Route and handle the request as the fake's server does, a crash included (500)."""
+    loop = asyncio.get_running_loop()
+    # No payload writer: the fake's handlers return their responses, never stream them.
+    request = web.Request(
+        message,
+        payload,
+        cast("Any", connection),
+        cast("Any", None),
+        cast("Any", asyncio.current_task()),
+        loop,
+    )
     try:
         return await app._handle(request)  # aiohttp's own request pipeline
     except Exception:
