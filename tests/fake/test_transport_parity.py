@@ -9,11 +9,13 @@ each other and with the expected outcome.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 import attrs
 import pytest
+from aiohttp import web
 
 from cs2cap_account import (
     AccountClient,
@@ -25,6 +27,7 @@ from cs2cap_account import (
 )
 from cs2cap_account._transport import AiohttpTransport, Transport
 from cs2cap_account.testing import HTML_502_PAGE, FakeCS2CapAPI, InProcessTransport
+from cs2cap_account.testing._transport import InProcessConnection
 
 Path = Literal["tcp", "in-process"]
 # Over TCP the fake's delay and the client's timeout are real seconds: keep them short.
@@ -301,3 +304,76 @@ async def test_html_502_reaches_the_client_as_sent() -> None:
         "text/html",
         HTML_502_PAGE,
     )
+
+
+async def test_a_handler_that_crashes_answers_500_on_both_paths() -> None:
+    """An exception out of a handler is aiohttp's plain-text 500 in-process too, not an
+    exception through the client.
+    """
+
+    async def boom(request: web.Request) -> web.Response:
+        raise RuntimeError("handler bug")
+
+    api = FakeCS2CapAPI()
+    api.app.router.add_get("/v1/boom", boom)
+    await api.start()
+    try:
+        for transport, base in (
+            (AiohttpTransport(), api.base_url),
+            (api.transport(), "https://fake.test/v1"),
+        ):
+            response = await transport.send("GET", base + "/boom", headers={}, timeout=5)
+            await transport.aclose()
+            assert (response.status, response.content_type) == (500, "text/plain")
+    finally:
+        await api.close()
+
+
+@attrs.define
+class GatedClock(FakeClock):
+    """A virtual clock whose sleeps wait until the test opens the gate."""
+
+    gate: asyncio.Event = attrs.field(factory=asyncio.Event)
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait for the gate, then move time on."""
+        await self.gate.wait()
+        await super().sleep(seconds)
+
+
+async def test_a_cancelled_call_leaves_the_fake_to_finish_the_request() -> None:
+    """Cancelling the caller abandons the response, not the request: as a server whose
+    client went away, the fake completes the reissue it had started.
+    """
+    clock = GatedClock()
+    api = FakeCS2CapAPI()
+    key_id = _child(api)
+    api.faults.delay("reissue_sub_key", 1.0)
+    async with AccountClient(api.root_key, transport=api.transport(clock=clock)) as client:
+        call = asyncio.create_task(client.sub_keys.reissue(key_id))
+        for _ in range(5):  # let the request reach the handler's delay
+            await asyncio.sleep(0)
+        assert api.requests["reissue_sub_key"] == 1
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        assert api.key_info(key_id)["is_active"]  # still waiting in the handler
+        clock.gate.set()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not api.key_info(key_id)["is_active"]
+
+
+def test_the_in_process_connection_answers_what_a_request_asks_of_a_socket() -> None:
+    """Peer and socket names are loopback; closing is remembered."""
+    loop = asyncio.new_event_loop()
+    try:
+        connection = InProcessConnection(FakeClock(), 1.0, loop.create_future())
+        assert connection.get_extra_info("peername") == ("127.0.0.1", 0)
+        assert connection.get_extra_info("cipher", "none") == "none"
+        assert connection.transport is connection
+        assert not connection.is_closing()
+        connection.close()
+        assert connection.is_closing()
+    finally:
+        loop.close()
