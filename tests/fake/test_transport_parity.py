@@ -21,6 +21,7 @@ from cs2cap_account import (
     AccountClient,
     APIConnectionError,
     APIStatusError,
+    AuthenticationError,
     CS2CapError,
     FakeClock,
     RateLimitError,
@@ -377,3 +378,24 @@ def test_the_in_process_connection_answers_what_a_request_asks_of_a_socket() -> 
         assert connection.is_closing()
     finally:
         loop.close()
+
+
+async def test_one_fake_serves_both_paths_from_the_same_state(
+    fake: FakeCS2CapAPI, fake_client: AccountClient, tcp_fake_client: AccountClient
+) -> None:
+    """The in-process and the TCP client of one fake see one account: a child created
+    through either is listed by the other, and a reissue through one revokes the key the
+    other holds.
+    """
+    made_in_process = await fake_client.sub_keys.create("in-process")
+    made_over_tcp = await tcp_fake_client.sub_keys.create("tcp")
+
+    for client in (fake_client, tcp_fake_client):
+        listed = {detail.key.id for detail in (await client.sub_keys.list()).keys}
+        assert listed == {made_in_process.key_info.id, made_over_tcp.key_info.id}
+    assert fake.requests["create_sub_key"] == 2
+
+    await fake_client.reissue_key()
+    assert fake_client.api_key == fake.root_key
+    with pytest.raises(AuthenticationError):
+        await tcp_fake_client.get_key()
