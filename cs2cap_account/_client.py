@@ -9,9 +9,8 @@ import os
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
-import aiohttp
 import attrs
 
 from cs2cap_account._clock import Clock, SystemClock
@@ -37,7 +36,7 @@ from cs2cap_account._session import (
     Shared,
     describe_error,
 )
-from cs2cap_account._transport import Transport
+from cs2cap_account._transport import AiohttpTransport, Transport
 from cs2cap_account.errors import (
     APITimeoutError,
     AuthenticationError,
@@ -48,6 +47,9 @@ from cs2cap_account.errors import (
     ReissueOutcomeUnknownError,
     SubKeyOutcomeUnknownError,
 )
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = ["DEFAULT_BASE_URL", "MAX_ITERATED", "AccountClient", "SubKeys"]
 
@@ -118,7 +120,13 @@ class AccountClient:
     a POST only when the server provably did not act), each attempt limited to `timeout`
     seconds and all of them to `deadline` seconds if given. `requests_per_minute` paces
     calls client-side: None learns the rate from `get_key()`, 0 turns pacing off.
-    An injected aiohttp `session` is used as it is and never closed by the client.
+
+    Requests go out through a `transport` (one HTTP attempt each; see
+    `cs2cap_account._transport.Transport`): by default aiohttp, on a session the client
+    creates and closes. An injected aiohttp `session` is used as it is and never closed
+    by the client. An injected `transport` (such as `FakeCS2CapAPI.transport()` from
+    `cs2cap_account.testing`, which needs no socket) is handed over: the client closes it
+    when it is closed, as httpx does. Pass `session` or `transport`, not both.
     """
 
     sub_keys: SubKeys
@@ -133,12 +141,22 @@ class AccountClient:
         max_retries: int = 2,
         requests_per_minute: int | None = None,
         session: aiohttp.ClientSession | None = None,
+        transport: Transport | None = None,
         allow_insecure_http: bool = False,
         deadline: float | None = None,
         max_retry_wait: float = 60.0,
         hooks: Hooks | None = None,
         clock: Clock | None = None,
     ) -> None:
+        if session is not None and transport is not None:
+            raise TypeError(
+                "pass session= (an aiohttp session for the default transport) or "
+                "transport=, not both"
+            )
+        if transport is not None and not isinstance(transport, Transport):
+            raise TypeError(
+                f"transport must provide send(), aclose() and closed, got {type(transport)!r}"
+            )
         if api_key is None and session_token is None:
             # Only as a fallback: an explicit session token must not lose to a stale env key.
             api_key = os.environ.get(API_KEY_ENV) or None
@@ -160,7 +178,7 @@ class AccountClient:
             raise ValueError("requests_per_minute must be 0 (off), positive, or None")
         the_clock = clock or SystemClock()
         shared = Shared(
-            transport=Transport(session),
+            transport=transport if transport is not None else AiohttpTransport(session),
             base_url=url,
             credentials=Credentials(key, token, USER_AGENT),
             clock=the_clock,
@@ -251,7 +269,10 @@ class AccountClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the client's own aiohttp session (not an injected one). Idempotent."""
+        """Close the transport (a given one too). Idempotent.
+
+        The client's own aiohttp session closes with it; an injected one never does.
+        """
         if self._owner:
             await self._session.shared.transport.aclose()
 

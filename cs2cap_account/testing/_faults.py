@@ -66,7 +66,7 @@ class Fault:
 
     kind: FaultKind
     status: int = 500
-    code: str = "INTERNAL_SERVER_ERROR"
+    code: str | None = "INTERNAL_SERVER_ERROR"
     detail: str = "Internal Server Error"
     headers: Mapping[str, str] = attrs.field(factory=dict)
     delay: float = 0.0
@@ -160,13 +160,15 @@ class FaultInjector:
         route: str,
         *,
         status: int = 503,
-        code: str = "SERVICE_UNAVAILABLE",
+        code: str | None = "SERVICE_UNAVAILABLE",
         detail: str = "Service temporarily unavailable",
         headers: Mapping[str, str] | None = None,
         delay: float = 0.0,
         times: int = 1,
     ) -> None:
         """Answer the next `times` requests with `status` and a `{"code", "detail"}` body.
+
+        `code=None` leaves `code` out of the body, as some proxies and older routes do.
 
         `headers` are added to (and override) the usual `X-RateLimit-*` headers, e.g.
         `{"Retry-After": "3"}`. The handler does not run, so nothing changes.
