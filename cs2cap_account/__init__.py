@@ -6,54 +6,134 @@ from cs2cap_account import AccountClient
 async with AccountClient() as client:   # key from CS2C_API_KEY
     info = await client.get_key()
 ```
+
+Importing the package is cheap: each public name is imported from its module the first
+time it is used (PEP 562), so `import cs2cap_account`, the command line's `--help` and a
+program that needs only the errors never load aiohttp, cattrs or the rotator.
 """
 
-from cs2cap_account._client import AccountClient, SubKeys
-from cs2cap_account._clock import Clock, FakeClock, SystemClock
-from cs2cap_account._models import (
-    CreatedSubKey,
-    KeyInfo,
-    Pagination,
-    RateLimitInfo,
-    ReissuedKey,
-    RevokedSubKey,
-    SubKeyDetail,
-    SubKeyPage,
-)
-from cs2cap_account._secret import SecretKey
-from cs2cap_account._session import Hooks, RequestEvent, ResponseEvent, RetryEvent
-from cs2cap_account.errors import (
-    APIConnectionError,
-    APIStatusError,
-    APITimeoutError,
-    AuthenticationError,
-    BadRequestError,
-    ConflictError,
-    CS2CapError,
-    InternalServerError,
-    KeyLostError,
-    MalformedResponseError,
-    NotFoundError,
-    PermissionDeniedError,
-    RateLimitError,
-    ReissueOutcomeUnknownError,
-    RotationError,
-    StaleGenerationError,
-    StoreError,
-    SubKeyOutcomeUnknownError,
-    UnprocessableEntityError,
-    ValidationIssue,
-)
-from cs2cap_account.rotation import CallbackFailure, KeyRotator, RotationEvent
-from cs2cap_account.stores import (
-    FileKeyStore,
-    KeyRecord,
-    KeyStore,
-    MemoryKeyStore,
-    RedisKeyStore,
-)
+from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+from typing import TYPE_CHECKING, Any, Final
+
+from cs2cap_account._constants import __version__
+
+if TYPE_CHECKING:
+    from cs2cap_account._client import (
+        AccountClient,
+        SubKeys,
+    )
+    from cs2cap_account._clock import (
+        Clock,
+        FakeClock,
+        SystemClock,
+    )
+    from cs2cap_account._models import (
+        CreatedSubKey,
+        KeyInfo,
+        Pagination,
+        RateLimitInfo,
+        ReissuedKey,
+        RevokedSubKey,
+        SubKeyDetail,
+        SubKeyPage,
+    )
+    from cs2cap_account._secret import (
+        SecretKey,
+    )
+    from cs2cap_account._session import (
+        Hooks,
+        RequestEvent,
+        ResponseEvent,
+        RetryEvent,
+    )
+    from cs2cap_account.errors import (
+        APIConnectionError,
+        APIStatusError,
+        APITimeoutError,
+        AuthenticationError,
+        BadRequestError,
+        ConflictError,
+        CS2CapError,
+        InternalServerError,
+        KeyLostError,
+        MalformedResponseError,
+        NotFoundError,
+        OutcomeUnknownError,
+        PermissionDeniedError,
+        RateLimitError,
+        ReissueOutcomeUnknownError,
+        RotationError,
+        StaleGenerationError,
+        StoreError,
+        SubKeyOutcomeUnknownError,
+        UnprocessableEntityError,
+        ValidationIssue,
+    )
+    from cs2cap_account.rotation import (
+        CallbackFailure,
+        KeyRotator,
+        RotationEvent,
+    )
+    from cs2cap_account.stores import (
+        FileKeyStore,
+        KeyRecord,
+        KeyStore,
+        MemoryKeyStore,
+        RedisKeyStore,
+    )
+
+# Every public name, and the module that defines it.
+_LAZY: Final[dict[str, str]] = {
+    "APIConnectionError": "cs2cap_account.errors",
+    "APIStatusError": "cs2cap_account.errors",
+    "APITimeoutError": "cs2cap_account.errors",
+    "AccountClient": "cs2cap_account._client",
+    "AuthenticationError": "cs2cap_account.errors",
+    "BadRequestError": "cs2cap_account.errors",
+    "CS2CapError": "cs2cap_account.errors",
+    "CallbackFailure": "cs2cap_account.rotation",
+    "Clock": "cs2cap_account._clock",
+    "ConflictError": "cs2cap_account.errors",
+    "CreatedSubKey": "cs2cap_account._models",
+    "FakeClock": "cs2cap_account._clock",
+    "FileKeyStore": "cs2cap_account.stores",
+    "Hooks": "cs2cap_account._session",
+    "InternalServerError": "cs2cap_account.errors",
+    "KeyInfo": "cs2cap_account._models",
+    "KeyLostError": "cs2cap_account.errors",
+    "KeyRecord": "cs2cap_account.stores",
+    "KeyRotator": "cs2cap_account.rotation",
+    "KeyStore": "cs2cap_account.stores",
+    "MalformedResponseError": "cs2cap_account.errors",
+    "MemoryKeyStore": "cs2cap_account.stores",
+    "NotFoundError": "cs2cap_account.errors",
+    "OutcomeUnknownError": "cs2cap_account.errors",
+    "Pagination": "cs2cap_account._models",
+    "PermissionDeniedError": "cs2cap_account.errors",
+    "RateLimitError": "cs2cap_account.errors",
+    "RateLimitInfo": "cs2cap_account._models",
+    "RedisKeyStore": "cs2cap_account.stores",
+    "ReissueOutcomeUnknownError": "cs2cap_account.errors",
+    "ReissuedKey": "cs2cap_account._models",
+    "RequestEvent": "cs2cap_account._session",
+    "ResponseEvent": "cs2cap_account._session",
+    "RetryEvent": "cs2cap_account._session",
+    "RevokedSubKey": "cs2cap_account._models",
+    "RotationError": "cs2cap_account.errors",
+    "RotationEvent": "cs2cap_account.rotation",
+    "SecretKey": "cs2cap_account._secret",
+    "StaleGenerationError": "cs2cap_account.errors",
+    "StoreError": "cs2cap_account.errors",
+    "SubKeyDetail": "cs2cap_account._models",
+    "SubKeyOutcomeUnknownError": "cs2cap_account.errors",
+    "SubKeyPage": "cs2cap_account._models",
+    "SubKeys": "cs2cap_account._client",
+    "SystemClock": "cs2cap_account._clock",
+    "UnprocessableEntityError": "cs2cap_account.errors",
+    "ValidationIssue": "cs2cap_account.errors",
+}
 
 __all__ = [
     "APIConnectionError",
@@ -79,6 +159,7 @@ __all__ = [
     "MalformedResponseError",
     "MemoryKeyStore",
     "NotFoundError",
+    "OutcomeUnknownError",
     "Pagination",
     "PermissionDeniedError",
     "RateLimitError",
@@ -104,3 +185,17 @@ __all__ = [
     "ValidationIssue",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name from its module on first use, and keep it."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -9,12 +9,13 @@ import os
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
-import aiohttp
+import attrs
 
 from cs2cap_account._clock import Clock, SystemClock
-from cs2cap_account._converter import KeyEnvelope
+from cs2cap_account._constants import API_KEY_ENV, BASE_URL_ENV, DEFAULT_BASE_URL, USER_AGENT
+from cs2cap_account._converter import KeyEnvelope, ReissueAnswer
 from cs2cap_account._models import (
     CreatedSubKey,
     KeyInfo,
@@ -25,6 +26,7 @@ from cs2cap_account._models import (
     SubKeyPage,
 )
 from cs2cap_account._ratelimit import SlidingWindowLimiter
+from cs2cap_account._reissue import Answered, NoAnswer, ProbeResult, Refused, Verdict, verdict
 from cs2cap_account._secret import SecretKey, redact_text
 from cs2cap_account._session import (
     Credentials,
@@ -34,24 +36,26 @@ from cs2cap_account._session import (
     Shared,
     describe_error,
 )
-from cs2cap_account._transport import Transport
+from cs2cap_account._transport import AiohttpTransport, Transport
 from cs2cap_account.errors import (
     APITimeoutError,
     AuthenticationError,
     CS2CapError,
     KeyLostError,
+    MalformedResponseError,
+    OutcomeUnknownError,
     ReissueOutcomeUnknownError,
     SubKeyOutcomeUnknownError,
 )
 
-__all__ = ["DEFAULT_BASE_URL", "AccountClient", "SubKeys"]
+if TYPE_CHECKING:
+    import aiohttp
 
-DEFAULT_BASE_URL: Final = "https://api.cs2c.app/v1"
-API_KEY_ENV: Final = "CS2C_API_KEY"
-BASE_URL_ENV: Final = "CS2C_API_BASE"
-_USER_AGENT: Final = "cs2cap-account/0.1.0"
-# A probe answering 401 with one of these codes proves the probed key was revoked.
-_REVOKED_CODES: Final = frozenset({None, "AUTH_API_KEY_REVOKED", "AUTH_INVALID_API_KEY"})
+__all__ = ["DEFAULT_BASE_URL", "MAX_ITERATED", "AccountClient", "SubKeys"]
+
+# `sub_keys.iterate()` gives up past this many keys: an account holds at most 25.
+MAX_ITERATED: Final = 10_000
+
 
 logger: Final = logging.getLogger("cs2cap_account")
 
@@ -88,9 +92,13 @@ def _check_base_url(base_url: str, *, allow_insecure_http: bool) -> str:
     return base_url.rstrip("/")
 
 
-def _secret(value: str | SecretKey | None) -> SecretKey | None:
+def _secret(value: str | SecretKey | None, name: str = "api_key") -> SecretKey | None:
     if value is None or isinstance(value, SecretKey):
         return value
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str or SecretKey, got {type(value).__name__}")
+    if not value:
+        raise ValueError(f"{name} must not be empty")
     return SecretKey(value)
 
 
@@ -112,7 +120,13 @@ class AccountClient:
     a POST only when the server provably did not act), each attempt limited to `timeout`
     seconds and all of them to `deadline` seconds if given. `requests_per_minute` paces
     calls client-side: None learns the rate from `get_key()`, 0 turns pacing off.
-    An injected aiohttp `session` is used as it is and never closed by the client.
+
+    Requests go out through a `transport` (one HTTP attempt each; see
+    `cs2cap_account._transport.Transport`): by default aiohttp, on a session the client
+    creates and closes. An injected aiohttp `session` is used as it is and never closed
+    by the client. An injected `transport` (such as `FakeCS2CapAPI.transport()` from
+    `cs2cap_account.testing`, which needs no socket) is handed over: the client closes it
+    when it is closed, as httpx does. Pass `session` or `transport`, not both.
     """
 
     sub_keys: SubKeys
@@ -127,17 +141,30 @@ class AccountClient:
         max_retries: int = 2,
         requests_per_minute: int | None = None,
         session: aiohttp.ClientSession | None = None,
+        transport: Transport | None = None,
         allow_insecure_http: bool = False,
         deadline: float | None = None,
         max_retry_wait: float = 60.0,
         hooks: Hooks | None = None,
         clock: Clock | None = None,
     ) -> None:
+        if session is not None and transport is not None:
+            raise TypeError(
+                "pass session= (an aiohttp session for the default transport) or "
+                "transport=, not both"
+            )
+        if transport is not None and not isinstance(transport, Transport):
+            raise TypeError(
+                f"transport must provide send(), aclose() and closed, got {type(transport)!r}"
+            )
         if api_key is None and session_token is None:
             # Only as a fallback: an explicit session token must not lose to a stale env key.
             api_key = os.environ.get(API_KEY_ENV) or None
         key = _secret(api_key)
-        token = _secret(session_token)
+        token = _secret(session_token, "session_token")
+        # From here on the plaintext lives only inside SecretKeys (whose repr redacts), not
+        # in this frame's locals, which error reporters capture when a check below raises.
+        del api_key, session_token
         if key is None and token is None:
             raise ValueError(
                 f"no API key: pass api_key=..., set the {API_KEY_ENV} environment variable, "
@@ -151,9 +178,9 @@ class AccountClient:
             raise ValueError("requests_per_minute must be 0 (off), positive, or None")
         the_clock = clock or SystemClock()
         shared = Shared(
-            transport=Transport(session),
+            transport=transport if transport is not None else AiohttpTransport(session),
             base_url=url,
-            credentials=Credentials(key, token, _USER_AGENT),
+            credentials=Credentials(key, token, USER_AGENT),
             clock=the_clock,
             hooks=hooks or Hooks(),
             limiter=(
@@ -179,26 +206,53 @@ class AccountClient:
     def with_options(
         self,
         *,
-        timeout: float | None = None,
-        max_retries: int | None = None,
-        deadline: float | None = None,
-        max_retry_wait: float | None = None,
+        timeout: float | Literal[_Unset.UNSET] = UNSET,
+        max_retries: int | Literal[_Unset.UNSET] = UNSET,
+        deadline: float | Literal[_Unset.UNSET] | None = UNSET,
+        max_retry_wait: float | Literal[_Unset.UNSET] = UNSET,
     ) -> AccountClient:
         """A client with other request settings that shares this one's session.
 
-        The copy shares the connection pool, the credential (a reissue through either
-        switches both), the rate limiter and `rate_limit`. Closing it does nothing;
+        An omitted argument keeps this client's setting; `deadline=None` removes a
+        deadline. The copy shares the connection pool, the credential (a reissue through
+        either switches both), the rate limiter and `rate_limit`. Closing it does nothing;
         close the original.
         """
         old = self._session.options
         options = Options(
-            timeout=old.timeout if timeout is None else timeout,
-            max_retries=old.max_retries if max_retries is None else max_retries,
-            deadline=old.deadline if deadline is None else deadline,
-            max_retry_wait=old.max_retry_wait if max_retry_wait is None else max_retry_wait,
+            timeout=old.timeout if timeout is UNSET else timeout,
+            max_retries=old.max_retries if max_retries is UNSET else max_retries,
+            deadline=old.deadline if deadline is UNSET else deadline,
+            max_retry_wait=old.max_retry_wait if max_retry_wait is UNSET else max_retry_wait,
         )
         clone = object.__new__(AccountClient)
         clone._init(self._session.with_options(options), owner=False)
+        return clone
+
+    def with_credential(
+        self,
+        api_key: str | SecretKey | None = None,
+        *,
+        session_token: str | SecretKey | None = None,
+    ) -> AccountClient:
+        """A copy that sends another credential and shares everything else.
+
+        Give exactly one of `api_key` and `session_token` (a session JWT). The copy shares
+        the connection pool (or injected transport), base URL, clock, hooks, request
+        settings and rate limiter; it has its own credential, which a reissue through the
+        copy switches (this client keeps sending its own), and no reload after a 401.
+        Closing the copy does nothing; close the original.
+        """
+        key = _secret(api_key)
+        token = _secret(session_token, "session_token")
+        if (key is None) == (token is None):
+            raise ValueError("with_credential() takes exactly one of api_key and session_token")
+        shared = self._session.shared
+        copy = attrs.evolve(
+            shared, credentials=Credentials(key, token, shared.credentials.user_agent)
+        )
+        clone = object.__new__(AccountClient)
+        clone._init(Session(copy, self._session.options), owner=False)
         return clone
 
     # -- lifecycle ------------------------------------------------------------------
@@ -215,7 +269,10 @@ class AccountClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the client's own aiohttp session (not an injected one). Idempotent."""
+        """Close the transport (a given one too). Idempotent.
+
+        The client's own aiohttp session closes with it; an injected one never does.
+        """
         if self._owner:
             await self._session.shared.transport.aclose()
 
@@ -225,7 +282,10 @@ class AccountClient:
         return self._session.shared.transport.closed
 
     def __repr__(self) -> str:
-        shared = self._session.shared
+        session = getattr(self, "_session", None)
+        if session is None:  # a half-built client, e.g. in a traceback's captured locals
+            return "AccountClient(<not initialised>)"
+        shared = session.shared
         return (
             f"AccountClient(base_url={shared.base_url!r}, credential={shared.credentials.current})"
         )
@@ -302,70 +362,132 @@ class AccountClient:
         """
         credentials = self._session.shared.credentials
         token = credentials.current
-        via_jwt = credentials.api_key is None
-        before = await self._active_root(token)
-        probed = False
-        # An attempt that timed out may still be carried out by the server later, after a
-        # probe found it had not been: then no later failure proves nothing happened.
-        in_flight = False
-
-        async def prove_not_applied(error: CS2CapError) -> None:
-            nonlocal before, probed, in_flight
-            in_flight = in_flight or (isinstance(error, APITimeoutError) and error.request_sent)
-            try:
-                now = await self._active_root(token)
-            except AuthenticationError as exc:
-                if not via_jwt and exc.code in _REVOKED_CODES:
-                    raise _key_lost(before.id) from error
-                raise _outcome_unknown(before.id, exc) from error
-            except CS2CapError as exc:
-                raise _outcome_unknown(before.id, exc) from error
-            if now.id == before.id and now.is_active:
-                logger.info(
-                    "root key reissue did not take effect (%s); retrying", describe_error(error)
-                )
-                probed = True
-                return
-            if via_jwt:
-                logger.warning(
-                    "root key reissue took effect but its response was lost (%s); the lost "
-                    "key %s is the active one, reissuing again revokes only it",
-                    describe_error(error),
-                    now.id,
-                )
-                before = now
-                if on_lost is not None:
-                    on_lost(now)
-                return
-            raise _outcome_unknown(before.id, error) from error
-
+        run = _ReissueRun(self, token, via_jwt=credentials.api_key is None, on_lost=on_lost)
+        run.before = await self._active_root(token)
         try:
-            new = await self._session.request(
+            answer = await self._session.request(
                 "POST",
                 "/account/key/reissue",
-                ReissuedKey,
+                ReissueAnswer,
                 token=token,
-                on_ambiguous=prove_not_applied,
+                on_ambiguous=run.prove_not_applied,
             )
-        except AuthenticationError as exc:
-            # The probe saw the old key active, yet the retry finds it revoked: the first
-            # attempt was still in flight at the server and has since completed.
-            if probed and not via_jwt and exc.code in _REVOKED_CODES:
-                raise _key_lost(before.id) from exc
-            raise
-        except (KeyLostError, ReissueOutcomeUnknownError):
+        except (OutcomeUnknownError, KeyLostError):
             raise
         except CS2CapError as exc:
-            if in_flight:
-                raise _outcome_unknown(before.id, exc) from exc
-            raise
+            final = run.final_error(exc)
+            if final is exc:
+                raise
+            raise final from exc
+        new = self._reissued(answer)
         if use_new_key:
             credentials.use(new.key)
         return new
 
+    def _reissued(self, answer: ReissueAnswer) -> ReissuedKey:
+        """The once-shown answer as a `ReissuedKey`, filling in what could not be read.
+
+        The key and its id are all that matter now; a missing prefix is taken from the key,
+        a missing time is the time the answer arrived, and each gap is logged by name.
+        """
+        if answer.unreadable:
+            logger.warning(
+                "the reissue answer had unreadable fields (%s); kept the new key %s and "
+                "filled them in",
+                ", ".join(answer.unreadable),
+                answer.id,
+            )
+        key = answer.key
+        return ReissuedKey(
+            key=key,
+            key_prefix=answer.key_prefix
+            if answer.key_prefix is not None
+            else key.reveal().rpartition("_")[0],
+            id=answer.id,
+            created_at=answer.created_at or self.clock.now(),
+            message=answer.message,
+        )
+
     async def _active_root(self, token: SecretKey) -> KeyInfo:
         """`GET /account/key` with `token`: the key it names (the root key for a JWT)."""
         return (await self._session.request("GET", "/account/key", KeyEnvelope, token=token)).key
+
+
+class _ReissueRun:
+    """One `reissue_key()` call, across its attempts: what was in force, what was probed.
+
+    The session consults `prove_not_applied` after an attempt that failed once sent; it
+    returns (the attempt is resent) only when `verdict()` says the reissue did not happen,
+    or, with a session JWT, that it happened and the lost key may be replaced.
+    """
+
+    def __init__(
+        self,
+        client: AccountClient,
+        token: SecretKey,
+        *,
+        via_jwt: bool,
+        on_lost: Callable[[KeyInfo], object] | None,
+    ) -> None:
+        self._client = client
+        self._token = token
+        self._via_jwt = via_jwt
+        self._on_lost = on_lost
+        self.before: KeyInfo
+        # A probe found nothing had happened, so a later 401 means a late landing.
+        self._probed = False
+        # An attempt that timed out may still be carried out by the server later, after a
+        # probe found it had not been: then no later failure proves nothing happened.
+        self._in_flight = False
+
+    async def prove_not_applied(self, error: CS2CapError) -> None:
+        """Return if the reissue provably did not happen (or a lost key may be replaced)."""
+        self._in_flight |= isinstance(error, APITimeoutError) and error.request_sent
+        now: KeyInfo | None = None
+        cause: CS2CapError = error
+        seen: ProbeResult
+        try:
+            now = await self._client._active_root(self._token)
+            seen = Answered(now.id, now.is_active)
+        except AuthenticationError as exc:
+            seen, cause = Refused(exc.code), exc
+        except CS2CapError as exc:
+            seen, cause = NoAnswer(), exc
+        found = verdict(self.before.id, seen, via_jwt=self._via_jwt)
+        if found is Verdict.RETRY:
+            logger.info(
+                "root key reissue did not take effect (%s); retrying", describe_error(error)
+            )
+            self._probed = True
+            return
+        if found is Verdict.REPLACE_LOST:
+            assert now is not None
+            logger.warning(
+                "root key reissue took effect but its response was lost (%s); the lost "
+                "key %s is the active one, reissuing again revokes only it",
+                describe_error(error),
+                now.id,
+            )
+            self.before = now
+            if self._on_lost is not None:
+                self._on_lost(now)
+            return
+        if found is Verdict.LOST:
+            raise _key_lost(self.before.id) from error
+        raise _outcome_unknown(self.before.id, cause) from error
+
+    def final_error(self, error: CS2CapError) -> CS2CapError:
+        """What the call raises when its last attempt failed with `error`."""
+        if isinstance(error, AuthenticationError) and self._probed:
+            # The probe saw the old key active, yet the retry finds it revoked: the first
+            # attempt was still in flight at the server and has since completed.
+            late = verdict(self.before.id, Refused(error.code), via_jwt=self._via_jwt)
+            if late is Verdict.LOST:
+                return _key_lost(self.before.id)
+            return error
+        if self._in_flight:
+            return _outcome_unknown(self.before.id, error)
+        return error
 
 
 def _key_lost(key_id: str) -> KeyLostError:
@@ -377,11 +499,12 @@ def _key_lost(key_id: str) -> KeyLostError:
     )
 
 
-def _outcome_unknown(key_id: str, cause: BaseException) -> ReissueOutcomeUnknownError:
+def _outcome_unknown(key_id: str, cause: CS2CapError) -> ReissueOutcomeUnknownError:
     return ReissueOutcomeUnknownError(
         f"could not tell whether the root key {key_id} was reissued ({cause}). Check with "
         "get_key() using the old key: 200 means nothing happened; if it is revoked, "
-        "reissue with a session JWT."
+        "reissue with a session JWT.",
+        cause=cause,
     )
 
 
@@ -393,16 +516,37 @@ class SubKeys:
 
     async def list(self, *, limit: int = 25, offset: int = 0) -> SubKeyPage:
         """One page of active child keys. The server clamps `limit` to 1..100."""
+        _check_int(limit, "limit")
+        _check_int(offset, "offset", low=0)
         params = {"limit": str(limit), "offset": str(offset)}
         return await self._session.request("GET", "/account/sub-keys", SubKeyPage, params=params)
 
     async def iterate(self, *, page_size: int = 100) -> AsyncIterator[SubKeyDetail]:
-        """Every active child key, page after page, following `pagination.total`."""
+        """Every active child key, page after page, following `pagination.total`.
+
+        Ends at an empty page even if `total` says more. A server whose pages bring no new
+        key, or more than `MAX_ITERATED` keys, raises `MalformedResponseError` rather than
+        paging forever.
+        """
+        _check_int(page_size, "page_size", low=1, high=100)
         offset = 0
+        seen: set[str] = set()
         while True:
             page = await self.list(limit=page_size, offset=offset)
-            for detail in page.keys:
+            fresh = [detail for detail in page.keys if detail.key.id not in seen]
+            if page.keys and not fresh:
+                raise MalformedResponseError(
+                    f"GET /account/sub-keys: the page at offset {offset} repeats keys already "
+                    f"listed although total says {page.pagination.total}"
+                )
+            for detail in fresh:
+                seen.add(detail.key.id)
                 yield detail
+            if len(seen) > MAX_ITERATED:
+                raise MalformedResponseError(
+                    f"GET /account/sub-keys: more than {MAX_ITERATED} child keys listed; "
+                    "the account can hold far fewer"
+                )
             offset += len(page.keys)
             if not page.keys or offset >= page.pagination.total:
                 return
@@ -428,7 +572,8 @@ class SubKeys:
         async def refuse(error: CS2CapError) -> None:
             raise SubKeyOutcomeUnknownError(
                 f"creating child key {name!r} failed after the request was sent ({error}); "
-                "a child key may have been created. List the child keys to check."
+                "a child key may have been created. List the child keys to check.",
+                cause=error,
             ) from error
 
         return await self._session.request(
@@ -475,7 +620,25 @@ def _with_key_id(gone: RevokedSubKey, key_id: str) -> RevokedSubKey:
     return RevokedSubKey(ok=gone.ok, key_id=key_id, revoked_at=gone.revoked_at)
 
 
+def _check_int(
+    value: object, name: str, *, low: int | None = None, high: int | None = None
+) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"from {low}" + (f" to {high}" if high is not None else " up")
+        raise ValueError(f"{name} must be {bounds}, got {value}")
+
+
 def _sub_key_path(key_id: str) -> str:
-    if not isinstance(key_id, str) or not key_id:
+    if not isinstance(key_id, str):
+        raise TypeError(f"key_id must be a string, got {type(key_id).__name__}")
+    if not key_id:
         raise ValueError("key_id must be a non-empty string")
+    if redact_text(key_id) != key_id:
+        # Sent, it would sit in the URL, the server's logs and every error message.
+        raise ValueError(
+            "key_id looks like an API key or a token, not a key id; pass the child key's "
+            "id (e.g. made.key_info.id)"
+        )
     return "/account/sub-keys/" + urllib.parse.quote(key_id, safe="")

@@ -8,6 +8,8 @@ as `MalformedResponseError` naming the field, never a raw cattrs, Key or Type er
 from __future__ import annotations
 
 import datetime as dt
+import email.utils
+import math
 import re
 import sys
 import types
@@ -31,7 +33,7 @@ from cs2cap_account._models import (
 from cs2cap_account._secret import SecretKey
 from cs2cap_account.errors import MalformedResponseError, ValidationIssue
 
-__all__ = ["KeyEnvelope", "converter", "parse_timestamp", "structure"]
+__all__ = ["KeyEnvelope", "ReissueAnswer", "converter", "parse_timestamp", "structure"]
 
 T = TypeVar("T")
 
@@ -53,6 +55,23 @@ class KeyEnvelope:
     """Body of `GET /account/key`: `{"key": KeyInfo}`."""
 
     key: KeyInfo
+
+
+@attrs.frozen
+class ReissueAnswer:
+    """Body of `POST /account/key/reissue`, read so that the once-shown key is never lost.
+
+    Only `key` and `id` are required: they are all a caller needs to go on, and the key is
+    shown this once. Every other field is read best effort; `unreadable` names the fields
+    that were missing or of an unexpected shape (never their values).
+    """
+
+    key: SecretKey
+    id: str
+    key_prefix: str | None
+    created_at: dt.datetime | None
+    message: str
+    unreadable: tuple[str, ...] = ()
 
 
 def parse_timestamp(value: str) -> dt.datetime:
@@ -139,6 +158,69 @@ def _attrs_factory(cl: type[Any], conv: cattrs.Converter) -> Callable[[Any, Any]
     return hook
 
 
+def _structure_reissue_answer(value: Any, _: Any) -> ReissueAnswer:
+    """The key and its id, wherever the body keeps them; the rest best effort."""
+    body = _reissue_body(value)
+    key, key_id = body.get("key"), body.get("id")
+    if not isinstance(key, str) or not key:
+        raise TypeError(f"no key string in the body (key: {_json_type(key)})")
+    if not isinstance(key_id, str) or not key_id:
+        raise TypeError(f"no key id in the body (id: {_json_type(key_id)})")
+    unreadable: list[str] = []
+    prefix = body.get("key_prefix")
+    if not isinstance(prefix, str):
+        prefix = None
+        unreadable.append("key_prefix")
+    created_at = _lenient_timestamp(body.get("created_at"))
+    if created_at is None:
+        unreadable.append("created_at")
+    message = body.get("message")
+    if not isinstance(message, str):
+        message = ""
+        unreadable.append("message")
+    return ReissueAnswer(
+        key=SecretKey(key),
+        id=key_id,
+        key_prefix=prefix,
+        created_at=created_at,
+        message=message,
+        unreadable=tuple(unreadable),
+    )
+
+
+def _reissue_body(value: Any) -> Mapping[str, Any]:
+    """The object holding the new key: the body itself, or one envelope level inside it."""
+    if not isinstance(value, Mapping):
+        raise TypeError(f"expected object, got {_json_type(value)}")
+    if isinstance(value.get("key"), str):
+        return value
+    for inner in value.values():
+        if isinstance(inner, Mapping) and isinstance(inner.get("key"), str):
+            return inner
+    return value
+
+
+def _lenient_timestamp(value: Any) -> dt.datetime | None:
+    """ISO 8601, RFC 1123 (an HTTP date) or Unix seconds (or milliseconds); else None."""
+    if isinstance(value, str):
+        try:
+            return parse_timestamp(value)
+        except ValueError:
+            pass
+        try:
+            parsed = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.timezone.utc)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    seconds = value / 1000.0 if value > 1e11 else float(value)  # milliseconds since 1973
+    try:
+        return dt.datetime.fromtimestamp(seconds, tz=dt.timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
 def _is_optional(cl: Any) -> bool:
     args = get_args(cl)
     return get_origin(cl) in (Union, types.UnionType) and len(args) == 2 and type(None) in args
@@ -185,6 +267,7 @@ def _make_converter() -> cattrs.Converter:
     conv.register_structure_hook_func(lambda cl: cl == Mapping[str, Any], _structure_any_mapping)
     conv.register_structure_hook_factory(_is_homogenous_tuple, _tuple_factory)
     conv.register_structure_hook_factory(_is_optional, _optional_factory)
+    conv.register_structure_hook(ReissueAnswer, _structure_reissue_answer)
     conv.register_structure_hook_factory(attrs.has, _attrs_factory)
     # Unstructuring serves the key stores, which must hold the plaintext.
     conv.register_unstructure_hook(SecretKey, SecretKey.reveal)
@@ -199,6 +282,7 @@ _HOOKS: Final[dict[type[Any], Callable[[Any, Any], Any]]] = {
     cl: converter.get_structure_hook(cl)
     for cl in (
         KeyEnvelope,
+        ReissueAnswer,
         ReissuedKey,
         SubKeyPage,
         SubKeyDetail,

@@ -1,8 +1,10 @@
 """Tenacity, wrapped once: the backoff every retry in the SDK uses.
 
-The session layer drives requests with these strategies; the rotator's own retries
-(store writes, verification, callbacks, failed schedule checks) use `retrying()`.
-Both sleep through the injected `Clock`, so tests never wait for real.
+This is the one module that imports tenacity.
+The session layer asks an `AttemptBudget` after each failed attempt whether another is
+allowed and how long to back off first; the rotator's own retries (store writes,
+verification, callbacks, failed schedule checks) use `retrying()`. Both sleep through the
+injected `Clock`, so tests never wait for real.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
+import attrs
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -20,14 +23,40 @@ from tenacity import (
     wait_random,
 )
 from tenacity.retry import retry_base
+from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
 from cs2cap_account._clock import Clock
 
-__all__ = ["BACKOFF", "retrying"]
+__all__ = ["BACKOFF", "AttemptBudget", "retrying"]
 
 # 0.5 s, 1 s, 2 s, 4 s, then 7.5 s, each plus up to 0.5 s of jitter: never above 8 s.
 BACKOFF: Final[wait_base] = wait_exponential(multiplier=0.5, max=7.5) + wait_random(0, 0.5)
+# Tenacity's strategies read their inputs from a call state tied to a retrying object.
+_BACKOFF_RETRYING: Final = AsyncRetrying(wait=BACKOFF, reraise=True)
+
+
+@attrs.frozen
+class AttemptBudget:
+    """`attempts` tries in all, with `BACKOFF` between them.
+
+    Tenacity's stop and wait strategies, asked one failed attempt at a time by a loop
+    that does its own waiting (the session's).
+    """
+
+    attempts: int
+    _stop: stop_base = attrs.field(init=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "_stop", stop_after_attempt(self.attempts))
+
+    def backoff(self, attempt: int) -> float | None:
+        """The wait after failed attempt `attempt` (1-based); None when it was the last."""
+        state = RetryCallState(_BACKOFF_RETRYING, None, (), {})
+        state.attempt_number = attempt
+        if self._stop(state):
+            return None
+        return _BACKOFF_RETRYING.wait(state)
 
 
 def retrying(

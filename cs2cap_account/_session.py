@@ -5,8 +5,10 @@
                <── on failure: may it be retried?  (safe to repeat, or proven not applied)
                    wait max(backoff, Retry-After), within max_retry_wait and the deadline
 
-Retries use tenacity's wait and stop strategies (the backoff lives in `_retry`, the one
-place that configures tenacity; the rotator takes its retries from there too). A request
+Retries use tenacity's wait and stop strategies through `_retry.AttemptBudget` (`_retry`
+is the one place that imports tenacity; the rotator takes its retries from there too).
+The transport (`_transport.Transport`: aiohttp by default, or any injected one) makes each
+single attempt and translates its failures into `APIConnectionError`. A request
 that is not safe to repeat (a POST) is retried only when the server provably did not act
 on it: the connection was never made, or it answered 429. Any other failure after it was
 sent is *ambiguous*; the caller may pass `on_ambiguous`, which either proves the request
@@ -27,14 +29,12 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final, TypeVar
 
 import attrs
-from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt
-from tenacity.stop import stop_base
 
 from cs2cap_account._clock import Clock, SystemClock
 from cs2cap_account._converter import structure
 from cs2cap_account._models import RateLimitInfo
 from cs2cap_account._ratelimit import SlidingWindowLimiter, parse_rate_limit, parse_retry_after
-from cs2cap_account._retry import BACKOFF
+from cs2cap_account._retry import AttemptBudget
 from cs2cap_account._secret import SecretKey
 from cs2cap_account._transport import Response, Transport
 from cs2cap_account.errors import (
@@ -69,7 +69,6 @@ logger: Final = logging.getLogger("cs2cap_account")
 _MAX_CREDENTIAL_SWITCHES: Final = 1
 RETRYABLE_STATUS: Final = frozenset({408, 429, 500, 502, 503, 504})
 PER_MINUTE_LIMIT: Final = "RATE_LIMIT_EXCEEDED"
-_RETRYING: Final = AsyncRetrying(wait=BACKOFF, reraise=True)
 _RATE_HEADERS: Final = (
     "X-RateLimit-Limit",
     "X-RateLimit-Remaining",
@@ -142,9 +141,9 @@ class Options:
             raise ValueError("max_retry_wait must be 0 or more")
 
     @property
-    def stop(self) -> stop_base:
-        """Tenacity's stop strategy for these options."""
-        return stop_after_attempt(self.max_retries + 1)
+    def budget(self) -> AttemptBudget:
+        """How many attempts these options allow, and the backoff between them."""
+        return AttemptBudget(self.max_retries + 1)
 
 
 def _bearer_headers(token: SecretKey, user_agent: str) -> dict[str, str]:
@@ -276,10 +275,10 @@ class Session:
 
     shared: Shared
     options: Options
-    _stop: stop_base = attrs.field(init=False)
+    _budget: AttemptBudget = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        self._stop = self.options.stop
+        self._budget = self.options.budget
 
     def with_options(self, options: Options) -> Session:
         """A session with other options and the same shared state."""
@@ -291,7 +290,7 @@ class Session:
         path: str,
         cl: type[T],
         *,
-        params: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
         body: Mapping[str, Any] | None = None,
         token: SecretKey | None = None,
         on_ambiguous: OnAmbiguous | None = None,
@@ -310,7 +309,6 @@ class Session:
         )
         attempt = 1
         switches = 0
-        state: RetryCallState | None = None
         while True:
             if deadline is None and self.shared.limiter is None:
                 timeout = self.options.timeout  # nothing to wait for: skip _admit's await
@@ -333,15 +331,13 @@ class Session:
                 if on_ambiguous is None or not _is_ambiguous(error):
                     raise error
                 await on_ambiguous(error)  # returns only if the request provably did nothing
-            if state is None:
-                state = RetryCallState(_RETRYING, None, (), {})
-            state.attempt_number = attempt
-            if self._stop(state):
+            backoff = self._budget.backoff(attempt)
+            if backoff is None:
                 raise error
             retry_after = _retry_after(error, clock)
             if retry_after is not None and retry_after > self.options.max_retry_wait:
                 raise error
-            wait = max(_RETRYING.wait(state), retry_after or 0.0)
+            wait = max(backoff, retry_after or 0.0)
             # Waiting until the deadline would leave no time for the next attempt.
             if deadline is not None and clock.monotonic() + wait >= deadline:
                 raise error
@@ -377,7 +373,7 @@ class Session:
         method: str,
         path: str,
         cl: type[T],
-        params: Mapping[str, Any] | None,
+        params: Mapping[str, str] | None,
         data: bytes | None,
         token: SecretKey | None,
         attempt: int,
@@ -395,7 +391,7 @@ class Session:
                 shared.base_url + path,
                 headers=headers,
                 params=params,
-                data=data,
+                body=data,
                 timeout=timeout,
             )
         except APIConnectionError as exc:

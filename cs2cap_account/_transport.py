@@ -1,30 +1,42 @@
-"""One HTTP attempt over aiohttp: the only module that calls aiohttp for client requests.
+"""One HTTP attempt: the `Transport` seam the session layer calls, and its aiohttp default.
 
-Every aiohttp and timeout exception is translated here into the SDK's own errors, chained
-with `from exc`, and marked with whether the request can have reached the server.
+    Session ── send(method, url, headers, params, body, timeout) ──> Transport
+            <── Response(status, headers, body, content_type), or APIConnectionError
+
+A transport makes exactly one attempt (retries are the session's business) and reads the
+whole body. It raises only the SDK's own `APIConnectionError` / `APITimeoutError`, chained
+with `from exc`, with `request_sent` telling whether the request can have reached the
+server. `AiohttpTransport` is the default and the only module that calls aiohttp's client;
+aiohttp is imported when it first sends, so importing the SDK does not load aiohttp.
+`cs2cap_account.testing` ships another: `FakeCS2CapAPI.transport()`, with no socket.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 
-import aiohttp
 import attrs
 from multidict import CIMultiDictProxy
 
 from cs2cap_account._secret import redact_text
 from cs2cap_account.errors import APIConnectionError, APITimeoutError
 
-__all__ = ["Response", "Transport"]
+if TYPE_CHECKING:
+    import aiohttp
+
+__all__ = ["AiohttpTransport", "Response", "Transport"]
 
 _TIMEOUT_CACHE_SIZE: Final = 8
 
 
 @attrs.frozen
 class Response:
-    """Status, headers and the whole body of one HTTP response."""
+    """Status, headers (case-insensitive) and the whole body of one HTTP response.
+
+    `content_type` is the media type alone (`application/json`), without parameters.
+    """
 
     status: int
     headers: CIMultiDictProxy[str]
@@ -32,9 +44,40 @@ class Response:
     content_type: str
 
 
+@runtime_checkable
+class Transport(Protocol):
+    """Sends one request and returns the whole response; what `AccountClient` sends through.
+
+    Pass one as `AccountClient(transport=...)`; the client closes it when it is closed.
+    """
+
+    @property
+    def closed(self) -> bool:
+        """True once `aclose()` ran."""
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        params: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+        timeout: float,
+    ) -> Response:
+        """Make one attempt within `timeout` seconds and read the whole response.
+
+        Raises `APITimeoutError` or `APIConnectionError` (with `request_sent` False only
+        when the request cannot have reached the server), and `RuntimeError` once closed.
+        """
+
+    async def aclose(self) -> None:
+        """Release what the transport holds. Safe to call more than once."""
+
+
 @attrs.define
-class Transport:
-    """Owns (or borrows) the aiohttp session and sends single requests through it.
+class AiohttpTransport:
+    """Owns (or borrows) an aiohttp session and sends single requests through it.
 
     An injected `session` is used as it is and never closed here. Without one, a session
     is created on the first request (inside the running loop) and closed by `aclose()`.
@@ -57,6 +100,8 @@ class Transport:
         if self._closed:
             raise RuntimeError("this AccountClient is closed")
         if self._session is None:
+            import aiohttp  # the SDK loads aiohttp only once it sends
+
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=100, ttl_dns_cache=300),
                 raise_for_status=False,
@@ -67,6 +112,8 @@ class Transport:
     def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
         timeout = self._timeouts.get(seconds)
         if timeout is None:
+            import aiohttp  # loaded by _get_session already: a dict lookup
+
             # A deadline makes many one-off values: keep the cache small.
             if len(self._timeouts) >= _TIMEOUT_CACHE_SIZE:
                 self._timeouts.clear()
@@ -79,43 +126,47 @@ class Transport:
         url: str,
         *,
         headers: Mapping[str, str],
-        params: Mapping[str, Any] | None = None,
-        data: bytes | None = None,
+        params: Mapping[str, str] | None = None,
+        body: bytes | None = None,
         timeout: float,
     ) -> Response:
         """Send one request and read the whole response, or raise `APIConnectionError`."""
         session = self._get_session()
+        import aiohttp  # loaded by _get_session already: a dict lookup
+
         try:
             async with session.request(
                 method,
                 url,
                 headers=headers,
                 params=params,
-                data=data,
+                data=body,
                 timeout=self._timeout(timeout),
                 allow_redirects=False,
             ) as resp:
-                body = await resp.read()
-                return Response(resp.status, resp.headers, body, resp.content_type)
+                content = await resp.read()
+                return Response(resp.status, resp.headers, content, resp.content_type)
         except aiohttp.ConnectionTimeoutError as exc:
             raise APITimeoutError(
-                f"{_what(method, url)}: could not connect within {timeout:g} s", request_sent=False
+                f"{describe_request(method, url)}: could not connect within {timeout:g} s",
+                request_sent=False,
             ) from exc
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise APITimeoutError(
-                f"{_what(method, url)}: no response within {timeout:g} s"
+                f"{describe_request(method, url)}: no response within {timeout:g} s"
             ) from exc
         except aiohttp.ClientConnectorError as exc:
             raise APIConnectionError(
-                f"{_what(method, url)}: could not connect: {_reason(exc)}", request_sent=False
+                f"{describe_request(method, url)}: could not connect: {_reason(exc)}",
+                request_sent=False,
             ) from exc
         except aiohttp.ClientError as exc:
             raise APIConnectionError(
-                f"{_what(method, url)}: connection failed: {_reason(exc)}"
+                f"{describe_request(method, url)}: connection failed: {_reason(exc)}"
             ) from exc
         except OSError as exc:
             raise APIConnectionError(
-                f"{_what(method, url)}: connection failed: {_reason(exc)}"
+                f"{describe_request(method, url)}: connection failed: {_reason(exc)}"
             ) from exc
 
     async def aclose(self) -> None:
@@ -127,8 +178,8 @@ class Transport:
             await self._session.close()
 
 
-def _what(method: str, url: str) -> str:
-    """The request, for an error message: built only when there is an error to report."""
+def describe_request(method: str, url: str) -> str:
+    """The request, for an error message: the URL without its query string."""
     return f"{method} {url.partition('?')[0]}"
 
 

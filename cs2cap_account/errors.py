@@ -12,7 +12,8 @@ CS2CapError
 │   ├── RateLimitError             429  (`retry_after`, `rate_limit`)
 │   └── InternalServerError        >= 500
 ├── APIConnectionError             no usable answer: refused, dropped, reset
-│   ├── APITimeoutError            no answer in time
+│   └── APITimeoutError            no answer in time
+├── OutcomeUnknownError            a request that changes keys may or may not have acted
 │   ├── ReissueOutcomeUnknownError a root-key reissue may or may not have happened
 │   └── SubKeyOutcomeUnknownError  a child key may or may not have been created
 ├── KeyLostError                   the reissue happened but its response was lost
@@ -51,6 +52,7 @@ __all__ = [
     "KeyLostError",
     "MalformedResponseError",
     "NotFoundError",
+    "OutcomeUnknownError",
     "PermissionDeniedError",
     "RateLimitError",
     "ReissueOutcomeUnknownError",
@@ -271,7 +273,21 @@ class APITimeoutError(APIConnectionError):
     """No answer arrived within the timeout."""
 
 
-class ReissueOutcomeUnknownError(APIConnectionError):
+class OutcomeUnknownError(CS2CapError):
+    """A request that changes keys failed after it was sent, and its outcome is unknown.
+
+    Nothing could tell whether the server acted on it. Raised after a dropped connection,
+    a timeout, a 5xx or a malformed body alike, so it is not an `APIConnectionError`:
+    `except APIConnectionError` never catches a server's 500 in disguise. `cause` is the
+    failure that left the outcome open: the probe's own, when a probe got no answer.
+    """
+
+    def __init__(self, message: str, *, cause: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+class ReissueOutcomeUnknownError(OutcomeUnknownError):
     """A root-key reissue failed after it was sent, and the probe could not tell.
 
     The old key may or may not still be active. Check with `get_key()` using the old key
@@ -279,7 +295,7 @@ class ReissueOutcomeUnknownError(APIConnectionError):
     """
 
 
-class SubKeyOutcomeUnknownError(APIConnectionError):
+class SubKeyOutcomeUnknownError(OutcomeUnknownError):
     """A child-key create failed after it was sent: a child key may have been created.
 
     It is not retried (that could create a second key). List the child keys to check,

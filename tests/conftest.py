@@ -1,10 +1,18 @@
-"""Fixtures shared by every test directory: a clean environment and virtual time."""
+"""Fixtures shared by every test directory: a clean environment, virtual time, and the fake
+API with the double picked per fixture.
+
+- `fake`: a `FakeCS2CapAPI` on the test's virtual clock, not started (no socket);
+  configure it with `@pytest.mark.cs2cap_fake(tier=..., ...)`.
+- `fake_client`: an `AccountClient` for `fake` through `fake.transport()`: in-process.
+- `tcp_fake` / `tcp_fake_client`: the same fake started on a loopback port, and a client
+  that reaches it over TCP with aiohttp, for the tests where the socket is the point.
+"""
 
 from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -12,8 +20,8 @@ from _pytest.reports import TestReport
 from reliability._hygiene import KeyAudit, LeakHandler
 from reliability._profile import STATS
 
-from cs2cap_account import FakeClock, SecretKey
-from cs2cap_account.testing import tracking_fakes
+from cs2cap_account import AccountClient, FakeClock, SecretKey
+from cs2cap_account.testing import FakeCS2CapAPI, tracking_fakes
 
 # Loaded here, not through the entry point (see pyproject.toml), for coverage's sake.
 pytest_plugins = ["cs2cap_account.testing.plugin"]
@@ -30,6 +38,50 @@ def _no_cs2cap_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def clock() -> FakeClock:
     """A virtual clock: sleeps return at once and are recorded in `clock.sleeps`."""
     return FakeClock()
+
+
+# --- the fake API: in-process by default, over TCP where a socket is the point -------------
+
+FAKE_BASE_URL = "https://fake.test/v1"
+"""A base URL for in-process clients: never resolved, only its path is routed."""
+
+
+@pytest.fixture
+def fake(request: pytest.FixtureRequest, clock: FakeClock) -> FakeCS2CapAPI:
+    """A fake API on the test's virtual clock, not started: reach it with `fake.transport()`.
+
+    Arguments come from the `cs2cap_fake` marker, as for the plugin's `fake_cs2cap`.
+    """
+    marker = request.node.get_closest_marker("cs2cap_fake")
+    options: dict[str, Any] = dict(marker.kwargs) if marker is not None else {}
+    options.setdefault("clock", clock.monotonic)
+    options.setdefault("wall_clock", clock.now)
+    return FakeCS2CapAPI(**options)
+
+
+@pytest.fixture
+async def fake_client(fake: FakeCS2CapAPI, clock: FakeClock) -> AsyncIterator[AccountClient]:
+    """A client with `fake`'s root key, in-process (no socket), on the virtual clock."""
+    async with AccountClient(
+        fake.root_key, base_url=FAKE_BASE_URL, transport=fake.transport(clock=clock), clock=clock
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+async def tcp_fake(fake: FakeCS2CapAPI) -> AsyncIterator[FakeCS2CapAPI]:
+    """`fake`, started on a loopback port (for tests about the socket itself)."""
+    async with fake:
+        yield fake
+
+
+@pytest.fixture
+async def tcp_fake_client(
+    tcp_fake: FakeCS2CapAPI, clock: FakeClock
+) -> AsyncIterator[AccountClient]:
+    """A client with the fake's root key over TCP (aiohttp), on the virtual clock."""
+    async with AccountClient(tcp_fake.root_key, base_url=tcp_fake.base_url, clock=clock) as client:
+        yield client
 
 
 # --- secret hygiene: no key a fake issued may appear in logs, exceptions or output ---------

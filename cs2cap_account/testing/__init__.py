@@ -9,6 +9,9 @@
         api.faults.drop_after_commit("reissue_key")
         ...
 
+Without a socket, and without starting the fake: `AccountClient(api_key=api.root_key,
+transport=api.transport())` sends through the same routes, handlers and faults.
+
 With pytest, the `fake_cs2cap` and `cs2cap_client` fixtures come from this package's
 plugin (see `cs2cap_account.testing.plugin`). From a shell: `cs2cap-account mock-server`.
 Nothing here is imported by `import cs2cap_account`.
@@ -31,6 +34,7 @@ from cs2cap_account.testing._server import (
     tracking_fakes,
 )
 from cs2cap_account.testing._state import MAX_CHILD_KEYS, TIERS, TierLimits
+from cs2cap_account.testing._transport import InProcessTransport
 
 __all__ = [
     "ANY_ROUTE",
@@ -43,6 +47,7 @@ __all__ = [
     "Fault",
     "FaultInjector",
     "FaultKind",
+    "InProcessTransport",
     "IssuedKey",
     "TierLimits",
     "after_step",

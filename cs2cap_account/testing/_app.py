@@ -9,6 +9,10 @@ One request, top to bottom (`_serve`):
    effect to the account state (200/201, or 403/404/409);
 4. a fault that follows the handler (drop after commit, truncated body) mangles the reply.
 
+The same application serves TCP (`FakeCS2CapAPI.start()`) and in-process requests
+(`FakeCS2CapAPI.transport()`); the connection a request arrived on decides how a delay
+waits and how a drop closes it.
+
 Every reply carries `X-RateLimit-Limit/Remaining/Reset/Tier`.
 """
 
@@ -31,6 +35,7 @@ from cs2cap_account.testing._faults import Fault, FaultInjector, FaultKind
 from cs2cap_account.testing._limits import SlidingWindowLimiter, WindowState
 from cs2cap_account.testing._routes import API_PREFIX, ROUTES, Route
 from cs2cap_account.testing._state import AccountState, Caller
+from cs2cap_account.testing._transport import InProcessConnection
 from cs2cap_account.testing._validation import (
     parse_child_changes,
     parse_child_settings,
@@ -141,11 +146,13 @@ async def _serve(backend: Backend, route: Route, request: web.Request) -> web.Re
     fault = backend.faults.take(route.name)
     if fault is None:
         return _render(await _answer(backend, route, request))
-    if fault.delay > 0:
-        await asyncio.sleep(fault.delay)
+    if fault.delay_before > 0:
+        await _wait(request, fault.delay_before)
     if not fault.runs_handler:
         return _fault_instead_of_handler(backend, fault, request)
     reply = await _answer(backend, route, request)  # the route's effect is committed here
+    if fault.delay_after > 0:
+        await _wait(request, fault.delay_after)
     if fault.kind is FaultKind.DROP_AFTER_COMMIT:
         return _drop_connection(request)
     if fault.kind is FaultKind.TRUNCATED_BODY:
@@ -199,8 +206,21 @@ def _fault_instead_of_handler(backend: Backend, fault: Fault, request: web.Reque
             "detail": f"Monthly quota exceeded ({quota}/{quota} requests).",
         }
         return _response(429, _encode(payload), headers)
-    payload = {"code": fault.code, "detail": fault.detail}
+    payload = (
+        {"detail": fault.detail}
+        if fault.code is None
+        else {"code": fault.code, "detail": fault.detail}
+    )
     return _response(fault.status, _encode(payload), {**headers, **fault.headers})
+
+
+async def _wait(request: web.Request, seconds: float) -> None:
+    """Wait before answering: for real over TCP, on the transport's clock in-process."""
+    connection = request.transport
+    if isinstance(connection, InProcessConnection):
+        await connection.delay(seconds)
+    else:
+        await asyncio.sleep(seconds)
 
 
 def _drop_connection(request: web.Request) -> web.Response:

@@ -42,6 +42,8 @@ class FaultKind(str, enum.Enum):
     """Close the connection before the handler runs: nothing happened, no response."""
     DROP_AFTER_COMMIT = "drop_after_commit"
     """Run the handler (its effect is committed), then close the connection: a lost response."""
+    DELAY_AFTER_COMMIT = "delay_after_commit"
+    """Run the handler (its effect is committed), then wait `delay` seconds before answering."""
     RAW_BODY = "raw_body"
     """Answer with a raw, typically non-JSON body (an HTML 502 page); the handler does not run."""
     TRUNCATED_BODY = "truncated_body"
@@ -49,7 +51,12 @@ class FaultKind(str, enum.Enum):
 
 
 _RUNS_HANDLER: Final = frozenset(
-    {FaultKind.DELAY, FaultKind.DROP_AFTER_COMMIT, FaultKind.TRUNCATED_BODY}
+    {
+        FaultKind.DELAY,
+        FaultKind.DROP_AFTER_COMMIT,
+        FaultKind.DELAY_AFTER_COMMIT,
+        FaultKind.TRUNCATED_BODY,
+    }
 )
 
 
@@ -59,7 +66,7 @@ class Fault:
 
     kind: FaultKind
     status: int = 500
-    code: str = "INTERNAL_SERVER_ERROR"
+    code: str | None = "INTERNAL_SERVER_ERROR"
     detail: str = "Internal Server Error"
     headers: Mapping[str, str] = attrs.field(factory=dict)
     delay: float = 0.0
@@ -70,6 +77,16 @@ class Fault:
     def runs_handler(self) -> bool:
         """Whether the request's real handler runs (and commits its effect)."""
         return self.kind in _RUNS_HANDLER
+
+    @property
+    def delay_before(self) -> float:
+        """Seconds to wait before anything else happens to the request."""
+        return 0.0 if self.kind is FaultKind.DELAY_AFTER_COMMIT else self.delay
+
+    @property
+    def delay_after(self) -> float:
+        """Seconds to wait after the handler committed its effect, before answering."""
+        return self.delay if self.kind is FaultKind.DELAY_AFTER_COMMIT else 0.0
 
 
 @attrs.define
@@ -143,13 +160,15 @@ class FaultInjector:
         route: str,
         *,
         status: int = 503,
-        code: str = "SERVICE_UNAVAILABLE",
+        code: str | None = "SERVICE_UNAVAILABLE",
         detail: str = "Service temporarily unavailable",
         headers: Mapping[str, str] | None = None,
         delay: float = 0.0,
         times: int = 1,
     ) -> None:
         """Answer the next `times` requests with `status` and a `{"code", "detail"}` body.
+
+        `code=None` leaves `code` out of the body, as some proxies and older routes do.
 
         `headers` are added to (and override) the usual `X-RateLimit-*` headers, e.g.
         `{"Retry-After": "3"}`. The handler does not run, so nothing changes.
@@ -175,6 +194,15 @@ class FaultInjector:
     def delay(self, route: str, seconds: float, *, times: int = 1) -> None:
         """Wait `seconds` before handling the next `times` requests normally."""
         self.add(route, Fault(FaultKind.DELAY, status=200, delay=seconds), times=times)
+
+    def delay_after_commit(self, route: str, seconds: float, *, times: int = 1) -> None:
+        """Run the handler, so its effect really happens, then wait `seconds` to answer.
+
+        A client killed meanwhile never learns the outcome: a crash between a request
+        taking effect and its caller recording the result.
+        """
+        fault = Fault(FaultKind.DELAY_AFTER_COMMIT, status=200, delay=seconds)
+        self.add(route, fault, times=times)
 
     def drop(self, route: str, *, times: int = 1) -> None:
         """Close the connection without answering, before the handler runs.

@@ -14,6 +14,7 @@ from typing import Any, Final
 import attrs
 from aiohttp import web
 
+from cs2cap_account._clock import Clock, SystemClock
 from cs2cap_account._secret import SecretKey
 from cs2cap_account.testing._app import Backend, build_app
 from cs2cap_account.testing._clock import MonotonicClock, WallClock, system_wall_clock
@@ -30,6 +31,7 @@ from cs2cap_account.testing._state import (
     new_key_secret,
     new_session_token,
 )
+from cs2cap_account.testing._transport import InProcessTransport
 
 __all__ = ["FakeCS2CapAPI", "IssuedKey", "live_fakes", "tracking_fakes"]
 
@@ -65,6 +67,9 @@ class FakeCS2CapAPI:
             api.faults.drop_after_commit("reissue_key")
             ...
             assert not api.is_active(old_key)
+
+    Without a socket (no need to start it): `AccountClient(api_key=api.root_key,
+    transport=api.transport())`, with the same routes, errors and faults.
 
     Keyword arguments, all optional:
 
@@ -163,6 +168,17 @@ class FakeCS2CapAPI:
     def app(self) -> web.Application:
         """The aiohttp application, e.g. for `aiohttp.test_utils.TestServer`."""
         return self._app
+
+    def transport(self, *, clock: Clock | None = None) -> InProcessTransport:
+        """A transport that hands requests to this fake without a socket.
+
+        `AccountClient(api_key=api.root_key, transport=api.transport())` talks to the fake
+        through the same routes, handlers and faults as over TCP; the fake need not be
+        started. `delay` faults and each attempt's timeout run on `clock` (default: real
+        time); pass the test's `FakeClock` to make them cost nothing. Each call returns a
+        new transport (the client closes the one it was given); all share this fake.
+        """
+        return InProcessTransport(self._app, clock or SystemClock())
 
     @property
     def port(self) -> int:

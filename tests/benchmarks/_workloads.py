@@ -30,6 +30,7 @@ import attrs
 # The comparison packages come from the `bench` extra; without them mypy sees Any.
 import cs2cap  # type: ignore[import-not-found, unused-ignore]
 import httpx  # type: ignore[import-not-found, unused-ignore]
+import startup
 
 from cs2cap_account import (
     AccountClient,
@@ -50,6 +51,7 @@ __all__ = [
     "RotationRunner",
     "Row",
     "Servers",
+    "cli_help_time",
     "concurrent_get_key",
     "import_time",
     "limiter_accuracy",
@@ -495,6 +497,23 @@ def import_time(*, rounds: int) -> list[Row]:
             note=f"start-up alone: {empty:.0f} ms",
         ),
     ]
+
+
+def cli_help_time(*, rounds: int) -> Row:
+    """`cs2cap-account --help` against `python -c "import aiohttp"`, wall time (4c)."""
+    result = startup.measure(rounds=rounds)
+    return Row(
+        "4c",
+        "`cs2cap-account --help`: wall time",
+        "ms",
+        _median(result.help) * 1000,
+        "`python -c 'import aiohttp'`",
+        _median(result.aiohttp) * 1000,
+        result.ratio,
+        f"<= {startup.TARGET}x aiohttp",
+        result.ratio <= startup.TARGET,
+        note="also `python tests/benchmarks/startup.py`",
+    )
 
 
 # -- 5. rotation fan-out ----------------------------------------------------------------------

@@ -9,7 +9,7 @@ client side of every comparison runs in this process. It prints one Markdown tab
 medians and ratios, with the machine it ran on; it asserts nothing.
 
 Workloads: 1 sequential `get_key()`; 2 concurrent `get_key()`; 3 the official SDK on the
-sub-key get route; 4 import time; 5 rotation fan-out; 6 limiter accuracy.
+sub-key get route; 4 import time and `--help` start-up; 5 rotation fan-out; 6 limiter accuracy.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ class Settings:
     official_concurrent_calls: int = 2_000
     official_rounds: int = 5
     import_rounds: int = 11
+    startup_rounds: int = 21
     callbacks: int = 1_000
     fan_out_rounds: int = 21
     rotations: int = 11
@@ -77,6 +78,7 @@ QUICK: Final = Settings(
     official_concurrent_calls=500,
     official_rounds=2,
     import_rounds=3,
+    startup_rounds=5,
     fan_out_rounds=5,
     rotations=3,
     rate_window=2.0,
@@ -286,6 +288,7 @@ def run(settings: Settings, only: set[str]) -> tuple[list[work.Row], float]:
         if "4" in only:
             say("4: import time")
             rows += work.import_time(rounds=settings.import_rounds)
+            rows.append(work.cli_help_time(rounds=settings.startup_rounds))
         if "5" in only:
             say("5: rotation fan-out")
             with _mock_server("--no-rate-limits") as (base_url, root_key):

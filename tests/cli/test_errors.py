@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import socket
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TextIO
 
 import pytest
 
-from cs2cap_account import AccountClient
-from cs2cap_account.cli import ExitStatus, build_parser, main
+from cs2cap_account import (
+    AccountClient,
+    APIConnectionError,
+    APITimeoutError,
+    AuthenticationError,
+    InternalServerError,
+    KeyLostError,
+    PermissionDeniedError,
+    RateLimitError,
+    ReissueOutcomeUnknownError,
+    RotationError,
+    StoreError,
+    SubKeyOutcomeUnknownError,
+)
+from cs2cap_account.cli import ExitStatus, _key, _sub_keys, build_parser, main
+from cs2cap_account.cli._exit import Declined, UsageError
+from cs2cap_account.cli._run import exit_status_for
 from cs2cap_account.testing import FakeCS2CapAPI
 
 from ._support import Result, assert_no_plaintext, env_for, run
@@ -162,4 +180,92 @@ def test_a_key_pasted_as_an_argument_is_not_echoed(capsys: pytest.CaptureFixture
     err = capsys.readouterr().err
     assert key not in err
     assert "sk_live_root_…QQQQ" in err
+    assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (AuthenticationError(status_code=401, method="GET", path="/k"), ExitStatus.AUTH),
+        (PermissionDeniedError(status_code=403, method="GET", path="/k"), ExitStatus.PERMISSION),
+        (RateLimitError(method="GET", path="/k"), ExitStatus.RATE_LIMIT),
+        (APIConnectionError("refused"), ExitStatus.NETWORK),
+        (APITimeoutError("slow"), ExitStatus.NETWORK),
+        (SubKeyOutcomeUnknownError("maybe"), ExitStatus.NETWORK),
+        (ReissueOutcomeUnknownError("maybe"), ExitStatus.ROTATION),
+        (KeyLostError("lost", previous_key_id="k"), ExitStatus.ROTATION),
+        (RotationError("stuck"), ExitStatus.ROTATION),
+        (InternalServerError(status_code=502, method="GET", path="/k"), ExitStatus.ERROR),
+        (StoreError("disk"), ExitStatus.ERROR),
+        (UsageError("no"), ExitStatus.USAGE),
+        (Declined("no"), ExitStatus.ERROR),
+    ],
+)
+def test_each_error_maps_to_its_exit_status(error: BaseException, status: ExitStatus) -> None:
+    """A lost or unknown reissue is a rotation failure, though it is also a connection one."""
+    assert exit_status_for(error) is status
+
+
+def test_an_unexpected_error_is_still_one_line_without_keys(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bug in a command: status 1, its type and redacted message, no traceback."""
+    key = "sk_live_root_" + "B" * 32
+
+    async def broken(args: argparse.Namespace, out: TextIO) -> int:
+        raise RuntimeError(f"cannot frobnicate {key}\nsecond line")
+
+    monkeypatch.setattr(_key, "key_show", broken)
+    assert main(["key", "show"]) == ExitStatus.ERROR
+    err = capsys.readouterr().err
+    assert (
+        err == "cs2cap-account: error: unexpected RuntimeError: cannot frobnicate "
+        "sk_live_root_…BBBB second line\n"
+    )
+
+
+def test_ctrl_c_exits_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An interrupted one-shot command says so and exits 130."""
+
+    async def interrupted(args: argparse.Namespace, out: TextIO) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_sub_keys, "sub_keys_list", interrupted)
+    assert main(["sub-keys", "list"]) == ExitStatus.INTERRUPTED
+    assert capsys.readouterr().err == "cs2cap-account: interrupted\n"
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "message"),
+    [
+        ({}, ["key", "show", "--api-key-env", "MY_KEY"], "MY_KEY is not set"),
+        (
+            {"CS2C_API_KEY": "sk_live_root_" + "k" * 32, "CS2C_API_BASE": "http://api.example/v1"},
+            ["key", "show"],
+            "refusing to send an API key over plain http to api.example",
+        ),
+        ({}, ["rotate", "--once", "--max-age", "30d", "--store", "{tmp}/k.json"], "no root key"),
+        (
+            {"CS2C_API_KEY": "sk_live_root_" + "k" * 32},
+            ["rotate", "--once", "--max-age", "1d", "--redis", "mysql://nope"],
+            "--redis:",
+        ),
+    ],
+)
+def test_configuration_problems_are_usage_errors(
+    env: dict[str, str],
+    args: list[str],
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An unset key variable, an insecure base URL, no key anywhere, a bad Redis URL."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main([arg.format(tmp=tmp_path) for arg in args]) == ExitStatus.USAGE
+    err = capsys.readouterr().err
+    assert message in err
     assert len(err.splitlines()) == 1

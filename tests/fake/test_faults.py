@@ -8,6 +8,7 @@ import json
 import aiohttp
 import pytest
 
+from cs2cap_account import FakeClock
 from cs2cap_account.testing import ANY_ROUTE, HTML_502_PAGE, FakeCS2CapAPI, Fault, FaultKind
 
 from ._support import Http, MakeFake
@@ -55,57 +56,102 @@ async def test_rate_limited_fault_sends_retry_after(api: FakeCS2CapAPI, http: Ht
     assert reply.headers["X-RateLimit-Remaining"] == "0"
 
 
-async def test_a_delay_outlasts_a_short_client_timeout(api: FakeCS2CapAPI, http: Http) -> None:
+async def test_a_delay_outlasts_a_short_client_timeout(api: FakeCS2CapAPI, tcp_http: Http) -> None:
     """A 0.05 s delay trips a 0.01 s client timeout; without a timeout the answer arrives."""
+    # Over TCP: an aiohttp client timeout against the fake's real-time delay.
     api.faults.delay("get_key", 0.05)
+    assert tcp_http.session is not None
     with pytest.raises(asyncio.TimeoutError):
-        async with http.session.get(
+        async with tcp_http.session.get(
             api.base_url + "/account/key",
             headers={"Authorization": f"Bearer {api.root_key.reveal()}"},
             timeout=aiohttp.ClientTimeout(total=0.01),
         ):
             pass
     api.faults.delay("get_key", 0.01)
-    assert (await http.get("/account/key", token=api.root_key)).status == 200
+    assert (await tcp_http.get("/account/key", token=api.root_key)).status == 200
     assert api.faults.injected["delay"] == 2
 
 
-async def test_a_drop_before_the_handler_changes_nothing(api: FakeCS2CapAPI, http: Http) -> None:
+async def test_a_drop_before_the_handler_changes_nothing(
+    api: FakeCS2CapAPI, tcp_http: Http
+) -> None:
     """The connection closes with no response, and the create never happened."""
+    # Over TCP: what aiohttp's client sees when the fake closes a real connection.
     api.faults.drop("create_sub_key")
     with pytest.raises(aiohttp.ServerDisconnectedError):
-        await http.post("/account/sub-keys", token=api.root_key, json={"name": "bot"})
-    assert (await http.get("/account/sub-keys", token=api.root_key)).json["keys"] == []
+        await tcp_http.post("/account/sub-keys", token=api.root_key, json={"name": "bot"})
+    assert (await tcp_http.get("/account/sub-keys", token=api.root_key)).json["keys"] == []
     assert api.faults.injected["drop"] == 1
 
 
-async def test_aiohttp_resends_a_dropped_get_once(api: FakeCS2CapAPI, http: Http) -> None:
+async def test_aiohttp_resends_a_dropped_get_once(api: FakeCS2CapAPI, tcp_http: Http) -> None:
     """Aiohttp retries an idempotent request after a disconnect; two drops reach the client."""
+    # Over TCP: what aiohttp's client sees when the fake closes a real connection.
     api.faults.drop("get_key")
-    assert (await http.get("/account/key", token=api.root_key)).status == 200
+    assert (await tcp_http.get("/account/key", token=api.root_key)).status == 200
     assert api.requests["get_key"] == 2
     api.faults.drop("get_key", times=2)
     with pytest.raises(aiohttp.ServerDisconnectedError):
-        await http.get("/account/key", token=api.root_key)
+        await tcp_http.get("/account/key", token=api.root_key)
 
 
 async def test_a_drop_after_commit_loses_a_reissue_that_happened(
-    api: FakeCS2CapAPI, http: Http
+    api: FakeCS2CapAPI, tcp_http: Http
 ) -> None:
     """The lost-response case: the client sees a dead connection, the old key is revoked."""
+    # Over TCP: what aiohttp's client sees when the fake closes a real connection.
     old_key, old_id = api.root_key, api.root_key_id
     child = api.add_child_key("bot")
     api.faults.drop_after_commit("reissue_key")
     with pytest.raises(aiohttp.ServerDisconnectedError):
-        await http.post("/account/key/reissue", token=old_key)
+        await tcp_http.post("/account/key/reissue", token=old_key)
     assert api.reissues == 1
     assert api.root_key_id != old_id
     assert not api.is_active(old_key)
     assert not api.is_active(child.key)
-    probe = await http.get("/account/key", token=old_key)
+    probe = await tcp_http.get("/account/key", token=old_key)
     assert (probe.status, probe.code) == (401, "AUTH_API_KEY_REVOKED")
-    assert (await http.get("/account/key", token=api.root_key)).status == 200
+    assert (await tcp_http.get("/account/key", token=api.root_key)).status == 200
     assert api.faults.injected["drop_after_commit"] == 1
+
+
+class HeldClock(FakeClock):
+    """A virtual clock whose sleeps last until the test lets them end."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asleep = asyncio.Event()
+        self.wake = asyncio.Event()
+
+    async def sleep(self, seconds: float) -> None:
+        """Record the sleep, then wait for `wake`."""
+        self.asleep.set()
+        await self.wake.wait()
+        await super().sleep(seconds)
+
+
+async def test_a_delay_after_commit_holds_the_answer_to_a_reissue_that_happened(
+    api: FakeCS2CapAPI,
+) -> None:
+    """The reissue takes effect first; the answer (the new key) comes after the wait."""
+    old_key = api.root_key
+    api.faults.delay_after_commit("reissue_key", 0.2)
+    clock = HeldClock()
+    async with Http.open(api, clock=clock) as http:
+        answer = asyncio.ensure_future(http.post("/account/key/reissue", token=old_key))
+        await clock.asleep.wait()  # the fault's wait has begun
+
+        assert api.reissues == 1
+        assert not answer.done()
+        assert not api.is_active(old_key)
+        clock.wake.set()
+        reply = await answer
+
+    assert reply.status == 200
+    assert reply.json["key"] == api.root_key.reveal()
+    assert 0.2 in clock.sleeps
+    assert api.faults.injected["delay_after_commit"] == 1
 
 
 async def test_an_html_502_page_is_not_json(api: FakeCS2CapAPI, http: Http) -> None:
@@ -170,13 +216,15 @@ def test_clear_forgets_pending_faults_and_chaos() -> None:
     assert faults.take("get_key") is None
 
 
-async def _statuses_under_chaos(make_fake: MakeFake, seed: int, count: int) -> list[int]:
+async def _statuses_under_chaos(
+    make_fake: MakeFake, clock: FakeClock, seed: int, count: int
+) -> list[int]:
     """Send `count` harmless PATCHes to a fake in chaos mode; return each status."""
     api = await make_fake(rate_limits=False)
     child = api.add_child_key("bot")
     api.faults.chaos(seed=seed, error=0.2, rate_limit=0.1, malformed=0.1, delay=0.01)
     statuses = []
-    async with Http.open(api) as http:
+    async with Http.open(api, clock=clock) as http:
         for _ in range(count):
             path = f"/account/sub-keys/{child.key_id}"
             statuses.append((await http.patch(path, token=api.root_key, json={})).status)
@@ -186,11 +234,11 @@ async def _statuses_under_chaos(make_fake: MakeFake, seed: int, count: int) -> l
     return statuses
 
 
-async def test_chaos_is_reproducible_from_its_seed(make_fake: MakeFake) -> None:
+async def test_chaos_is_reproducible_from_its_seed(make_fake: MakeFake, clock: FakeClock) -> None:
     """The same seed gives the same faults in the same order; another seed differs."""
-    first = await _statuses_under_chaos(make_fake, seed=7, count=40)
-    second = await _statuses_under_chaos(make_fake, seed=7, count=40)
-    other = await _statuses_under_chaos(make_fake, seed=8, count=40)
+    first = await _statuses_under_chaos(make_fake, clock, seed=7, count=40)
+    second = await _statuses_under_chaos(make_fake, clock, seed=7, count=40)
+    other = await _statuses_under_chaos(make_fake, clock, seed=8, count=40)
     assert first == second
     assert first != other
     assert {500, 502, 503, 429} & set(first)
@@ -208,20 +256,22 @@ async def test_chaos_respects_routes_and_yields_to_scripts(api: FakeCS2CapAPI, h
     assert (await http.get("/account/sub-keys", token=api.root_key)).status == 200
 
 
-async def test_chaos_drops_after_commit_really_commit(api: FakeCS2CapAPI, http: Http) -> None:
+async def test_chaos_drops_after_commit_really_commit(api: FakeCS2CapAPI, tcp_http: Http) -> None:
     """With drop_after_commit=1.0 every reissue takes effect and every response is lost."""
+    # Over TCP: what aiohttp's client sees when the fake closes a real connection.
     api.faults.chaos(seed=1, drop_after_commit=1.0, routes=["reissue_key"])
     for _ in range(3):
         with pytest.raises(aiohttp.ServerDisconnectedError):
-            await http.post("/account/key/reissue", token=api.session_token)
+            await tcp_http.post("/account/key/reissue", token=api.session_token)
     assert api.reissues == 3
     assert api.faults.injected["drop_after_commit"] == 3
 
 
-async def test_chaos_drops_before_the_handler(api: FakeCS2CapAPI, http: Http) -> None:
+async def test_chaos_drops_before_the_handler(api: FakeCS2CapAPI, tcp_http: Http) -> None:
     """With drop=1.0 on creates, no child key is ever made."""
+    # Over TCP: what aiohttp's client sees when the fake closes a real connection.
     api.faults.chaos(seed=1, drop=1.0, routes=["create_sub_key"])
     with pytest.raises(aiohttp.ServerDisconnectedError):
-        await http.post("/account/sub-keys", token=api.root_key, json={"name": "bot"})
+        await tcp_http.post("/account/sub-keys", token=api.root_key, json={"name": "bot"})
     api.faults.stop_chaos()
-    assert (await http.get("/account/sub-keys", token=api.root_key)).json["keys"] == []
+    assert (await tcp_http.get("/account/sub-keys", token=api.root_key)).json["keys"] == []

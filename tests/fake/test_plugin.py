@@ -20,7 +20,7 @@ from ._support import Http
 async def test_fake_cs2cap_is_a_running_fake(fake_cs2cap: FakeCS2CapAPI) -> None:
     """The fixture yields a started quant-tier fake that answers its own root key."""
     assert fake_cs2cap.tier == "quant"
-    async with Http.open(fake_cs2cap) as http:
+    async with Http.open(fake_cs2cap, tcp=True) as http:  # over TCP: it must be listening
         reply = await http.get("/account/key", token=fake_cs2cap.root_key)
     assert reply.json["key"]["id"] == fake_cs2cap.root_key_id
 

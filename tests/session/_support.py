@@ -1,4 +1,9 @@
-"""Helpers for the session-layer tests: canned bodies, a scripted loopback server.
+"""Helpers for the session-layer tests: canned bodies, a recording transport, and a
+scripted loopback server.
+
+`Recorder` wraps the fake's in-process transport and notes, for every request, the
+virtual time it was sent, its method, path and `Authorization` header: the fake plus a
+`Recorder` stands in for the scripted server wherever the socket adds nothing.
 
 `ScriptedServer` is a real `aiohttp.web` server on 127.0.0.1. Each request takes the next
 scripted reply (or a default 200), and the server records, for every request, the
@@ -20,7 +25,9 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.test_utils import TestServer
 
-from cs2cap_account import FakeClock
+from cs2cap_account import FakeClock, SecretKey
+from cs2cap_account._transport import Response, Transport
+from cs2cap_account.testing import FakeCS2CapAPI
 
 ROOT_ID = "0b9d3c4e-8f1a-4c2b-9e7d-1a2b3c4d5e6f"
 API_KEY = "sk_live_root_Q7pX2mZk9LwR4tYb8NcV3sHd"
@@ -84,6 +91,76 @@ class Seen:
     method: str
     path: str
     authorization: str | None
+    content_type: str | None = None
+    body: bytes | None = None
+
+
+@attrs.define
+class Recorder:
+    """A transport that notes each request (as `Seen`) and hands it to `inner`."""
+
+    inner: Transport
+    clock: FakeClock
+    seen: list[Seen] = attrs.field(factory=list)
+
+    @property
+    def closed(self) -> bool:
+        """Whether `inner` is closed."""
+        return self.inner.closed
+
+    async def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        params: Mapping[str, str] | None = None,
+        body: bytes | None = None,
+        timeout: float,
+    ) -> Response:
+        """Note the request, then send it through `inner`."""
+        path = "/" + url.split("://", 1)[-1].partition("/")[2].partition("?")[0]
+        self.seen.append(
+            Seen(
+                self.clock.monotonic(),
+                method,
+                path,
+                headers.get("Authorization"),
+                headers.get("Content-Type"),
+                body,
+            )
+        )
+        return await self.inner.send(
+            method, url, headers=headers, params=params, body=body, timeout=timeout
+        )
+
+    async def aclose(self) -> None:
+        """Close `inner`."""
+        await self.inner.aclose()
+
+    def fork(self, inner: Transport) -> Recorder:
+        """A recorder for another client: its own `inner`, noting into the same `seen`."""
+        return Recorder(inner, self.clock, self.seen)
+
+
+async def revoke_root_key(fake: FakeCS2CapAPI) -> SecretKey:
+    """Reissue the fake's root key (with its session token, over a transport of its own)
+    and return the old key, now revoked.
+    """
+    old = fake.root_key
+    transport = fake.transport()
+    auth = {"Authorization": f"Bearer {fake.session_token.reveal()}"}
+    reply = await transport.send(
+        "POST", "https://fake.test/v1/account/key/reissue", headers=auth, timeout=5
+    )
+    await transport.aclose()
+    assert reply.status == 200
+    return old
+
+
+def canned(body: Any) -> bytes:
+    """`body` as JSON bytes, for the fake's `raw_body` fault."""
+    return json.dumps(body).encode()
 
 
 @attrs.define

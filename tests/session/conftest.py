@@ -1,4 +1,11 @@
-"""Fixtures for the session-layer tests: a virtual clock, mocked HTTP, a loopback server."""
+"""Fixtures for the session-layer tests: a virtual clock, the fake in-process, mocked HTTP
+and a loopback server.
+
+The fake (`fake`, from tests/conftest.py) behind a `Recorder` (`wire`) is the default
+double; `mocked` (aioresponses) and `server` (a scripted loopback server) stay for the
+tests that need what the fake cannot provoke: aiohttp's own exceptions, a refused or
+timed-out connect, or a real socket.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +16,9 @@ import pytest
 from aioresponses import aioresponses
 
 from cs2cap_account import AccountClient, FakeClock
+from cs2cap_account.testing import FakeCS2CapAPI
 
-from ._support import API_KEY, ScriptedServer
+from ._support import API_KEY, Recorder, ScriptedServer
 
 MOCK_BASE = "https://api.test/v1"
 
@@ -47,6 +55,30 @@ async def make_client(clock: FakeClock) -> AsyncIterator[MakeClient]:
     yield make
     for client in made:
         await client.aclose()
+
+
+@pytest.fixture
+def wire(fake: FakeCS2CapAPI, clock: FakeClock) -> Recorder:
+    """`fake`'s in-process transport, noting each request on the virtual clock."""
+    return Recorder(fake.transport(clock=clock), clock)
+
+
+@pytest.fixture
+async def make_fake_client(
+    fake: FakeCS2CapAPI, wire: Recorder, make_client: MakeClient
+) -> MakeClient:
+    """Build clients of `fake` (root key, virtual clock), each with its own in-process
+    transport noting into `wire.seen`; closes them.
+    """
+
+    def make(**kwargs: Any) -> AccountClient:
+        if "session_token" not in kwargs:
+            kwargs.setdefault("api_key", fake.root_key)
+        kwargs.setdefault("transport", wire.fork(fake.transport(clock=wire.clock)))
+        kwargs.setdefault("base_url", "https://fake.test/v1")
+        return make_client(**kwargs)
+
+    return make
 
 
 @pytest.fixture

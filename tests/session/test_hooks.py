@@ -1,12 +1,13 @@
-"""Instrumentation hooks: which events fire, in which order, and that a raising hook is harmless."""
+"""Instrumentation hooks: which events fire, in which order, and that a raising hook is harmless.
+
+Against the fake, in-process, with scripted faults.
+"""
 
 from __future__ import annotations
 
 import logging
 
-import aiohttp
 import pytest
-from aioresponses import aioresponses
 
 from cs2cap_account import (
     FakeClock,
@@ -17,10 +18,9 @@ from cs2cap_account import (
     RetryEvent,
 )
 from cs2cap_account.errors import APIConnectionError
+from cs2cap_account.testing import FakeCS2CapAPI
 
-from ._support import key_body
 from .conftest import MakeClient
-from .test_retry_policy import KEY_URL
 
 Event = RequestEvent | ResponseEvent | RetryEvent
 
@@ -31,16 +31,15 @@ def recording_hooks(events: list[Event]) -> Hooks:
 
 
 async def test_hooks_fire_in_order_for_a_retried_request(
-    mocked: aioresponses, make_client: MakeClient, clock: FakeClock
+    fake: FakeCS2CapAPI, make_fake_client: MakeClient, clock: FakeClock
 ) -> None:
     """A 503 then a 200 gives: request 1, response 1 (503), retry 1 (with the wait slept
     and the error), request 2, response 2 (200).
     """
-    mocked.get(KEY_URL, status=503)
-    mocked.get(KEY_URL, payload=key_body())
+    fake.faults.fail("get_key", status=503)
     events: list[Event] = []
 
-    await make_client(hooks=recording_hooks(events)).get_key()
+    await make_fake_client(hooks=recording_hooks(events)).get_key()
 
     assert [type(event) for event in events] == [
         RequestEvent,
@@ -64,14 +63,13 @@ async def test_hooks_fire_in_order_for_a_retried_request(
 
 
 async def test_a_connection_error_fires_request_and_retry_but_no_response(
-    mocked: aioresponses, make_client: MakeClient
+    fake: FakeCS2CapAPI, make_fake_client: MakeClient
 ) -> None:
     """No response event is reported for an attempt that got no response."""
-    mocked.get(KEY_URL, exception=aiohttp.ServerDisconnectedError())
-    mocked.get(KEY_URL, payload=key_body())
+    fake.faults.drop("get_key", times=2)  # the transport resends a dropped GET once
     events: list[Event] = []
 
-    await make_client(hooks=recording_hooks(events)).get_key()
+    await make_fake_client(hooks=recording_hooks(events)).get_key()
 
     assert [type(event) for event in events] == [
         RequestEvent,
@@ -85,21 +83,21 @@ async def test_a_connection_error_fires_request_and_retry_but_no_response(
 
 
 async def test_no_retry_event_when_nothing_is_retried(
-    mocked: aioresponses, make_client: MakeClient
+    fake: FakeCS2CapAPI, make_fake_client: MakeClient
 ) -> None:
     """A request that fails for good reports its attempt and response, and no retry."""
-    mocked.get(KEY_URL, status=404)
+    fake.faults.fail("get_key", status=404, code="NOT_FOUND")
     events: list[Event] = []
 
     with pytest.raises(Exception):  # noqa: B017, PT011 - the events are what is tested
-        await make_client(hooks=recording_hooks(events)).get_key()
+        await make_fake_client(hooks=recording_hooks(events)).get_key()
 
     assert [type(event) for event in events] == [RequestEvent, ResponseEvent]
 
 
 async def test_raising_hooks_do_not_break_requests_and_are_logged(
-    mocked: aioresponses,
-    make_client: MakeClient,
+    fake: FakeCS2CapAPI,
+    make_fake_client: MakeClient,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Hooks that raise on every event are logged and ignored: the request still retries
@@ -109,8 +107,7 @@ async def test_raising_hooks_do_not_break_requests_and_are_logged(
     def broken(event: object) -> None:
         raise RuntimeError("metrics backend down")
 
-    mocked.get(KEY_URL, status=502)
-    mocked.get(KEY_URL, payload=key_body())
+    fake.faults.fail("get_key", status=502)
     after: list[Event] = []
     hooks = Hooks(
         on_request=[broken, after.append],
@@ -119,7 +116,7 @@ async def test_raising_hooks_do_not_break_requests_and_are_logged(
     )
     caplog.set_level(logging.DEBUG, logger="cs2cap_account")
 
-    info = await make_client(hooks=hooks).get_key()
+    info = await make_fake_client(hooks=hooks).get_key()
 
     assert info.is_active
     assert len(after) == 5
@@ -135,12 +132,11 @@ async def test_raising_hooks_do_not_break_requests_and_are_logged(
 
 
 async def test_hooks_are_shared_by_with_options_copies(
-    mocked: aioresponses, make_client: MakeClient
+    fake: FakeCS2CapAPI, make_fake_client: MakeClient
 ) -> None:
     """A `with_options` copy reports to the same hooks."""
-    mocked.get(KEY_URL, payload=key_body())
     events: list[Event] = []
 
-    await make_client(hooks=recording_hooks(events)).with_options(timeout=3).get_key()
+    await make_fake_client(hooks=recording_hooks(events)).with_options(timeout=3).get_key()
 
     assert [type(event) for event in events] == [RequestEvent, ResponseEvent]

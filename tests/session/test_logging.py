@@ -1,28 +1,27 @@
-"""Logging on `cs2cap_account`: one DEBUG line per attempt, one INFO line per retry, no secrets."""
+"""Logging on `cs2cap_account`: one DEBUG line per attempt, one INFO line per retry, no secrets.
+
+Against the fake, in-process.
+"""
 
 from __future__ import annotations
 
 import logging
 import re
 
-import aiohttp
 import pytest
-from aioresponses import aioresponses
 
 from cs2cap_account import AccountClient, FakeClock, Hooks, SecretKey
 from cs2cap_account.testing import FakeCS2CapAPI
 
-from ._support import key_body
 from .conftest import MakeClient
-from .test_retry_policy import KEY_URL
 
 BODY_MARKER = "detail-text-from-the-response-body"
 ATTEMPT_LINE = re.compile(r"^GET /account/key -> (\d{3}|\w+) \(attempt (\d), \d+\.\d ms\)$")
 
 
 async def test_one_debug_line_per_attempt_and_one_info_line_per_retry(
-    mocked: aioresponses,
-    make_client: MakeClient,
+    fake: FakeCS2CapAPI,
+    make_fake_client: MakeClient,
     clock: FakeClock,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -30,11 +29,10 @@ async def test_one_debug_line_per_attempt_and_one_info_line_per_retry(
     status or error, attempt and elapsed ms, and two INFO lines giving each wait.
     """
     caplog.set_level(logging.DEBUG, logger="cs2cap_account")
-    mocked.get(KEY_URL, status=503, payload={"code": "SERVICE_UNAVAILABLE", "detail": "x"})
-    mocked.get(KEY_URL, exception=aiohttp.ServerDisconnectedError())
-    mocked.get(KEY_URL, payload=key_body())
+    fake.faults.fail("get_key", status=503, code="SERVICE_UNAVAILABLE", detail="x")
+    fake.faults.drop("get_key", times=2)  # the transport resends a dropped GET once
 
-    await make_client().get_key()
+    await make_fake_client().get_key()
 
     records = [r for r in caplog.records if r.name == "cs2cap_account"]
     debug = [r.getMessage() for r in records if r.levelno == logging.DEBUG]
@@ -55,13 +53,12 @@ async def test_one_debug_line_per_attempt_and_one_info_line_per_retry(
 
 
 async def test_no_debug_formatting_when_debug_is_off(
-    mocked: aioresponses, make_client: MakeClient, caplog: pytest.LogCaptureFixture
+    make_fake_client: MakeClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     """At INFO, attempts log nothing (and a success logs nothing at all)."""
     caplog.set_level(logging.INFO, logger="cs2cap_account")
-    mocked.get(KEY_URL, payload=key_body())
 
-    await make_client().get_key()
+    await make_fake_client().get_key()
 
     assert [r for r in caplog.records if r.name == "cs2cap_account"] == []
 
@@ -93,37 +90,41 @@ async def test_a_full_retrying_scenario_logs_no_key_and_no_bearer(
         raise ValueError("metrics backend down")
 
     hooks = Hooks(on_retry=[broken_hook])
-    async with FakeCS2CapAPI(clock=clock.monotonic, wall_clock=clock.now) as api:
-        secrets += [api.root_key, api.session_token]
-        client = AccountClient(
-            api.root_key, base_url=api.base_url, clock=clock, hooks=hooks, max_retries=3
-        )
-        jwt_client = AccountClient(
-            session_token=api.session_token, base_url=api.base_url, clock=clock
-        )
-        async with client, jwt_client:
-            api.faults.fail("get_key", status=503, detail=BODY_MARKER, times=2)
-            await client.get_key()
+    api = FakeCS2CapAPI(clock=clock.monotonic, wall_clock=clock.now)
+    secrets += [api.root_key, api.session_token]
+    client = AccountClient(
+        api.root_key,
+        transport=api.transport(clock=clock),
+        clock=clock,
+        hooks=hooks,
+        max_retries=3,
+    )
+    jwt_client = AccountClient(
+        session_token=api.session_token, transport=api.transport(clock=clock), clock=clock
+    )
+    async with client, jwt_client:
+        api.faults.fail("get_key", status=503, detail=BODY_MARKER, times=2)
+        await client.get_key()
 
-            api.faults.drop("reissue_key")
-            secrets.append((await client.reissue_key()).key)
+        api.faults.drop("reissue_key")
+        secrets.append((await client.reissue_key()).key)
 
-            api.faults.fail("reissue_key", status=503, detail=BODY_MARKER)
-            secrets.append((await client.reissue_key()).key)
+        api.faults.fail("reissue_key", status=503, detail=BODY_MARKER)
+        secrets.append((await client.reissue_key()).key)
 
-            api.faults.rate_limited("create_sub_key", retry_after=1)
-            secrets.append((await client.sub_keys.create("bot")).key)
+        api.faults.rate_limited("create_sub_key", retry_after=1)
+        secrets.append((await client.sub_keys.create("bot")).key)
 
-            api.faults.drop_after_commit("reissue_key")
-            secrets.append((await jwt_client.reissue_key()).key)
+        api.faults.drop_after_commit("reissue_key")
+        secrets.append((await jwt_client.reissue_key()).key)
 
-            # `client` now holds a revoked key; the store (here a stub) has the new one.
-            async def reload() -> SecretKey:
-                return api.root_key
+        # `client` now holds a revoked key; the store (here a stub) has the new one.
+        async def reload() -> SecretKey:
+            return api.root_key
 
-            client.on_unauthorized(reload)
-            await client.get_key()
-            secrets.append(api.root_key)
+        client.on_unauthorized(reload)
+        await client.get_key()
+        secrets.append(api.root_key)
 
     records = [r for r in caplog.records if r.name.startswith("cs2cap_account")]
     levels = {r.levelno for r in records}

@@ -4,6 +4,9 @@ The fake really changes state: a reissue revokes the old root key and issues a n
 and its fault injection drops a request before the handler runs (nothing happened) or
 after it (the reissue happened and its response is lost). `api.reissues` counts the
 reissues that took effect; `api.requests` counts what reached the server.
+
+Clients reach the fake in-process; the tests that refuse a connection (which only a
+socket can do) start it and go through a resolver that can point at a closed port.
 """
 
 from __future__ import annotations
@@ -37,18 +40,26 @@ PASS_THROUGH = Fault(FaultKind.DELAY, status=200, delay=0.0)
 
 @pytest.fixture
 async def api(clock: FakeClock) -> AsyncIterator[FakeCS2CapAPI]:
-    """The fake on the test's virtual clock (quant tier, so child keys can be created)."""
-    async with FakeCS2CapAPI(tier="quant", clock=clock.monotonic, wall_clock=clock.now) as fake:
-        yield fake
+    """The fake on the test's virtual clock (quant tier, so child keys can be created);
+    not started unless a test asks for `resolver_session`.
+    """
+    fake = FakeCS2CapAPI(tier="quant", clock=clock.monotonic, wall_clock=clock.now)
+    yield fake
+    await fake.close()
 
 
 @pytest.fixture
 async def make_api_client(api: FakeCS2CapAPI, clock: FakeClock) -> AsyncIterator[MakeApiClient]:
-    """Clients of the fake on the virtual clock; the root key unless told otherwise."""
+    """Clients of the fake on the virtual clock; the root key unless told otherwise.
+
+    In-process (the default base URL, whose host is never resolved) unless given an
+    aiohttp `session` and the started fake's `base_url`.
+    """
     made: list[AccountClient] = []
 
     def make(**kwargs: Any) -> AccountClient:
-        kwargs.setdefault("base_url", api.base_url)
+        if "session" not in kwargs:
+            kwargs.setdefault("transport", api.transport(clock=clock))
         if "session_token" not in kwargs:
             kwargs.setdefault("api_key", api.root_key)
         kwargs.setdefault("clock", clock)
@@ -66,8 +77,10 @@ async def resolver_session(
     api: FakeCS2CapAPI,
 ) -> AsyncIterator[tuple[SwitchableResolver, aiohttp.ClientSession]]:
     """An aiohttp session whose every request opens a new connection through a resolver
-    the test can switch to a closed port, to refuse chosen attempts.
+    the test can switch to a closed port, to refuse chosen attempts. Starts the fake: the
+    fake cannot refuse a connection in-process.
     """
+    await api.start()
     resolver = SwitchableResolver(api.port)
     connector = aiohttp.TCPConnector(resolver=resolver, use_dns_cache=False, force_close=True)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -212,7 +225,11 @@ async def test_an_unreachable_probe_raises_outcome_unknown(
     with pytest.raises(ReissueOutcomeUnknownError) as caught:
         await client.reissue_key()
 
-    assert isinstance(caught.value, APIConnectionError)
+    # Not a connection error itself (the outcome, not the connection, is the news); the
+    # probe's connection error is its cause.
+    assert not isinstance(caught.value, APIConnectionError)
+    assert isinstance(caught.value.cause, APIConnectionError)
+    assert caught.value.__cause__ is not None
     assert "get_key() using the old key" in str(caught.value)
     assert api.reissues == 1
     assert api.requests["reissue_key"] == 1

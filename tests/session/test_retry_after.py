@@ -1,10 +1,15 @@
-"""`Retry-After`, `max_retry_wait`, the monthly quota and the overall deadline."""
+"""`Retry-After`, `max_retry_wait`, the monthly quota and the overall deadline.
+
+The fake, in-process, answers with the scripted 429s and 503s (`faults.fail`), then
+normally; `fake.requests` counts what was sent.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import email.utils
+from typing import Any
 
 import pytest
 from aioresponses import aioresponses
@@ -15,13 +20,23 @@ from cs2cap_account import (
     InternalServerError,
     RateLimitError,
 )
+from cs2cap_account.testing import FakeCS2CapAPI
 
-from ._support import Reply, ScriptedServer, assert_backoff, error_body, key_body
+from ._support import Recorder, assert_backoff, error_body
 from .conftest import MakeClient
-from .test_retry_policy import CREATE_URL, KEY_URL, _created, calls
+from .test_retry_policy import CREATE_URL, calls
 
-PER_MINUTE = error_body("RATE_LIMIT_EXCEEDED", "Too Many Requests")
-MONTHLY = error_body("RATE_LIMIT_MONTHLY_QUOTA_EXCEEDED", "Monthly quota exceeded")
+PER_MINUTE: dict[str, Any] = {
+    "status": 429,
+    "code": "RATE_LIMIT_EXCEEDED",
+    "detail": "Too Many Requests",
+}
+MONTHLY_BODY: dict[str, Any] = {
+    "code": "RATE_LIMIT_MONTHLY_QUOTA_EXCEEDED",
+    "detail": "Monthly quota exceeded",
+}
+MONTHLY: dict[str, Any] = {"status": 429, **MONTHLY_BODY}
+ALWAYS = 100  # more requests than any test sends
 
 
 def http_date(moment: dt.datetime) -> str:
@@ -30,71 +45,66 @@ def http_date(moment: dt.datetime) -> str:
 
 
 async def test_retry_after_in_seconds_sets_the_wait(
-    mocked: aioresponses, make_client: MakeClient, clock: FakeClock
+    fake: FakeCS2CapAPI, make_fake_client: MakeClient, clock: FakeClock
 ) -> None:
     """`Retry-After: 5` makes the client wait exactly 5 s (more than the 0.5-1 s backoff)."""
-    mocked.get(KEY_URL, status=429, payload=PER_MINUTE, headers={"Retry-After": "5"})
-    mocked.get(KEY_URL, payload=key_body())
+    fake.faults.fail("get_key", **PER_MINUTE, headers={"Retry-After": "5"})
 
-    await make_client().get_key()
+    await make_fake_client().get_key()
 
     assert clock.sleeps == [5.0]
-    assert calls(mocked, "GET", KEY_URL) == 2
+    assert fake.requests["get_key"] == 2
 
 
 async def test_retry_after_as_an_http_date(
-    mocked: aioresponses, make_client: MakeClient, clock: FakeClock
+    fake: FakeCS2CapAPI, make_fake_client: MakeClient, clock: FakeClock
 ) -> None:
     """`Retry-After` as an HTTP date 7 s ahead of the (virtual) wall clock waits 7 s."""
     when = http_date(clock.now() + dt.timedelta(seconds=7))
-    mocked.get(KEY_URL, status=429, payload=PER_MINUTE, headers={"Retry-After": when})
-    mocked.get(KEY_URL, payload=key_body())
+    fake.faults.fail("get_key", **PER_MINUTE, headers={"Retry-After": when})
 
-    await make_client().get_key()
+    await make_fake_client().get_key()
 
     assert clock.sleeps == [7.0]
 
 
 @pytest.mark.parametrize("value", ["0", "-3", "not a date", "nan"])
 async def test_a_short_or_unusable_retry_after_falls_back_to_the_backoff(
-    mocked: aioresponses, make_client: MakeClient, clock: FakeClock, value: str
+    fake: FakeCS2CapAPI, make_fake_client: MakeClient, clock: FakeClock, value: str
 ) -> None:
     """A zero, negative or unparseable `Retry-After` still waits the 0.5-1 s backoff.
 
     The wait is the larger of `Retry-After` and the backoff.
     """
-    mocked.get(KEY_URL, status=429, payload=PER_MINUTE, headers={"Retry-After": value})
-    mocked.get(KEY_URL, payload=key_body())
+    fake.faults.fail("get_key", **PER_MINUTE, headers={"Retry-After": value})
 
-    await make_client().get_key()
+    await make_fake_client().get_key()
 
     assert len(clock.sleeps) == 1
     assert_backoff(clock.sleeps)
 
 
 async def test_an_http_date_in_the_past_falls_back_to_the_backoff(
-    mocked: aioresponses, make_client: MakeClient, clock: FakeClock
+    fake: FakeCS2CapAPI, make_fake_client: MakeClient, clock: FakeClock
 ) -> None:
     """A `Retry-After` date already passed means no extra wait beyond the backoff."""
     when = http_date(clock.now() - dt.timedelta(minutes=5))
-    mocked.get(KEY_URL, status=429, payload=PER_MINUTE, headers={"Retry-After": when})
-    mocked.get(KEY_URL, payload=key_body())
+    fake.faults.fail("get_key", **PER_MINUTE, headers={"Retry-After": when})
 
-    await make_client().get_key()
+    await make_fake_client().get_key()
 
     assert len(clock.sleeps) == 1
     assert_backoff(clock.sleeps)
 
 
 async def test_the_backoff_wins_when_it_is_longer_than_retry_after(
-    mocked: aioresponses, make_client: MakeClient, clock: FakeClock
+    fake: FakeCS2CapAPI, make_fake_client: MakeClient, clock: FakeClock
 ) -> None:
     """On the 4th retry the backoff (4-4.5 s) exceeds `Retry-After: 1`: the backoff is used."""
     for _ in range(4):
-        mocked.get(KEY_URL, status=429, payload=PER_MINUTE, headers={"Retry-After": "1"})
-    mocked.get(KEY_URL, payload=key_body())
+        fake.faults.fail("get_key", **PER_MINUTE, headers={"Retry-After": "1"})
 
-    await make_client(max_retries=4).get_key()
+    await make_fake_client(max_retries=4).get_key()
 
     assert len(clock.sleeps) == 4
     assert clock.sleeps[0] == 1.0  # backoff 0.5-1.0 s, so Retry-After's 1 s is at least as long
@@ -104,47 +114,44 @@ async def test_the_backoff_wins_when_it_is_longer_than_retry_after(
 
 
 async def test_a_retry_after_beyond_max_retry_wait_raises_at_once(
-    mocked: aioresponses, make_client: MakeClient, clock: FakeClock
+    fake: FakeCS2CapAPI, make_fake_client: MakeClient, clock: FakeClock
 ) -> None:
     """A `Retry-After` beyond `max_retry_wait` (default 60 s) raises at once.
 
     `RateLimitError` carries `retry_after=61`; nothing is slept and nothing sent again.
     """
-    mocked.get(KEY_URL, status=429, payload=PER_MINUTE, headers={"Retry-After": "61"})
-    mocked.get(KEY_URL, payload=key_body())
+    fake.faults.fail("get_key", **PER_MINUTE, headers={"Retry-After": "61"})
 
     with pytest.raises(RateLimitError) as caught:
-        await make_client().get_key()
+        await make_fake_client().get_key()
 
     assert caught.value.retry_after == 61.0
     assert caught.value.rate_limit is not None
     assert caught.value.rate_limit.retry_after == 61.0
     assert "retry after 61 s" in str(caught.value)
     assert clock.sleeps == []
-    assert calls(mocked, "GET", KEY_URL) == 1
+    assert fake.requests["get_key"] == 1
 
 
 async def test_a_retry_after_at_the_cap_is_still_waited(
-    mocked: aioresponses, make_client: MakeClient, clock: FakeClock
+    fake: FakeCS2CapAPI, make_fake_client: MakeClient, clock: FakeClock
 ) -> None:
     """`Retry-After` equal to `max_retry_wait` is within the cap: the client waits it."""
-    mocked.get(KEY_URL, status=429, payload=PER_MINUTE, headers={"Retry-After": "60"})
-    mocked.get(KEY_URL, payload=key_body())
+    fake.faults.fail("get_key", **PER_MINUTE, headers={"Retry-After": "60"})
 
-    await make_client().get_key()
+    await make_fake_client().get_key()
 
     assert clock.sleeps == [60.0]
 
 
 async def test_max_retry_wait_is_settable_per_client_and_per_call(
-    mocked: aioresponses, make_client: MakeClient, clock: FakeClock
+    fake: FakeCS2CapAPI, make_fake_client: MakeClient, clock: FakeClock
 ) -> None:
     """`max_retry_wait=10` on the client refuses a 20 s wait; `with_options` can raise it."""
     headers = {"Retry-After": "20"}
-    mocked.get(KEY_URL, status=429, payload=PER_MINUTE, headers=headers)
-    mocked.get(KEY_URL, status=429, payload=PER_MINUTE, headers=headers)
-    mocked.get(KEY_URL, payload=key_body())
-    client = make_client(max_retry_wait=10)
+    fake.faults.fail("get_key", **PER_MINUTE, headers=headers)
+    fake.faults.fail("get_key", **PER_MINUTE, headers=headers)
+    client = make_fake_client(max_retry_wait=10)
 
     with pytest.raises(RateLimitError) as caught:
         await client.get_key()
@@ -156,59 +163,57 @@ async def test_max_retry_wait_is_settable_per_client_and_per_call(
 
 
 async def test_a_retry_after_beyond_the_deadline_raises_at_once(
-    mocked: aioresponses, make_client: MakeClient, clock: FakeClock
+    fake: FakeCS2CapAPI, make_fake_client: MakeClient, clock: FakeClock
 ) -> None:
     """A `Retry-After` beyond the deadline raises at once.
 
     With `deadline=10`, `Retry-After: 20` cannot be honoured in time: the `RateLimitError`
     (with `retry_after=20`) is raised without sleeping.
     """
-    mocked.get(KEY_URL, status=429, payload=PER_MINUTE, headers={"Retry-After": "20"})
-    mocked.get(KEY_URL, payload=key_body())
+    fake.faults.fail("get_key", **PER_MINUTE, headers={"Retry-After": "20"})
 
     with pytest.raises(RateLimitError) as caught:
-        await make_client(deadline=10).get_key()
+        await make_fake_client(deadline=10).get_key()
 
     assert caught.value.retry_after == 20.0
     assert clock.sleeps == []
-    assert calls(mocked, "GET", KEY_URL) == 1
+    assert fake.requests["get_key"] == 1
 
 
 async def test_a_wait_ending_exactly_at_the_deadline_is_not_taken(
-    mocked: aioresponses, make_client: MakeClient, clock: FakeClock
+    fake: FakeCS2CapAPI, make_fake_client: MakeClient, clock: FakeClock
 ) -> None:
     """A wait that would use up the whole deadline leaves no time to send: raise now."""
-    mocked.get(KEY_URL, status=429, payload=PER_MINUTE, headers={"Retry-After": "10"})
+    fake.faults.fail("get_key", **PER_MINUTE, headers={"Retry-After": "10"})
 
     with pytest.raises(RateLimitError):
-        await make_client(deadline=10).get_key()
+        await make_fake_client(deadline=10).get_key()
 
     assert clock.sleeps == []
 
 
 async def test_the_deadline_stops_retries_before_max_retries(
-    mocked: aioresponses, make_client: MakeClient, clock: FakeClock
+    fake: FakeCS2CapAPI, make_fake_client: MakeClient, clock: FakeClock
 ) -> None:
     """`deadline=4` with `max_retries=10`: backoff waits stop before 4 s have passed."""
-    mocked.get(KEY_URL, status=503, repeat=True)
+    fake.faults.fail("get_key", status=503, times=ALWAYS)
 
     with pytest.raises(InternalServerError):
-        await make_client(max_retries=10, deadline=4).get_key()
+        await make_fake_client(max_retries=10, deadline=4).get_key()
 
     assert 1 <= len(clock.sleeps) < 10
     assert sum(clock.sleeps) < 4
-    assert calls(mocked, "GET", KEY_URL) == len(clock.sleeps) + 1
+    assert fake.requests["get_key"] == len(clock.sleeps) + 1
     assert_backoff(clock.sleeps)
 
 
 async def test_the_deadline_is_per_call_via_with_options(
-    mocked: aioresponses, make_client: MakeClient, clock: FakeClock
+    fake: FakeCS2CapAPI, make_fake_client: MakeClient, clock: FakeClock
 ) -> None:
     """`with_options(deadline=...)` bounds calls through the copy; the original has none."""
-    mocked.get(KEY_URL, status=429, payload=PER_MINUTE, headers={"Retry-After": "30"})
-    mocked.get(KEY_URL, status=429, payload=PER_MINUTE, headers={"Retry-After": "30"})
-    mocked.get(KEY_URL, payload=key_body())
-    client = make_client()
+    fake.faults.fail("get_key", **PER_MINUTE, headers={"Retry-After": "30"})
+    fake.faults.fail("get_key", **PER_MINUTE, headers={"Retry-After": "30"})
+    client = make_fake_client()
 
     with pytest.raises(RateLimitError):
         await client.with_options(deadline=5).get_key()
@@ -219,33 +224,32 @@ async def test_the_deadline_is_per_call_via_with_options(
 
 
 async def test_retry_after_on_a_503_is_honoured(
-    mocked: aioresponses, make_client: MakeClient, clock: FakeClock
+    fake: FakeCS2CapAPI, make_fake_client: MakeClient, clock: FakeClock
 ) -> None:
     """A 503 with `Retry-After: 4` (standard HTTP) waits 4 s before the retry."""
-    mocked.get(
-        KEY_URL, status=503, payload=error_body("SERVICE_UNAVAILABLE"), headers={"retry-after": "4"}
+    fake.faults.fail(
+        "get_key", status=503, code="SERVICE_UNAVAILABLE", headers={"retry-after": "4"}
     )
-    mocked.get(KEY_URL, payload=key_body())
 
-    await make_client().get_key()
+    await make_fake_client().get_key()
 
     assert clock.sleeps == [4.0]
 
 
 async def test_a_503_retry_after_beyond_the_cap_raises_at_once(
-    mocked: aioresponses, make_client: MakeClient, clock: FakeClock
+    fake: FakeCS2CapAPI, make_fake_client: MakeClient, clock: FakeClock
 ) -> None:
     """A 503 asking for 120 s (over the 60 s cap) is raised at once instead of waited."""
-    mocked.get(KEY_URL, status=503, headers={"Retry-After": "120"})
+    fake.faults.fail("get_key", status=503, headers={"Retry-After": "120"})
 
     with pytest.raises(InternalServerError):
-        await make_client().get_key()
+        await make_fake_client().get_key()
 
     assert clock.sleeps == []
 
 
 async def test_the_monthly_quota_is_never_retried_and_says_when_it_resets(
-    mocked: aioresponses, make_client: MakeClient, clock: FakeClock
+    fake: FakeCS2CapAPI, make_fake_client: MakeClient, clock: FakeClock
 ) -> None:
     """The monthly quota is never retried, and the error says when it resets.
 
@@ -260,15 +264,15 @@ async def test_the_monthly_quota_is_never_retried_and_says_when_it_resets(
         "X-RateLimit-Reset": str(reset),
         "X-RateLimit-Tier": "free",
     }
-    mocked.get(KEY_URL, status=429, payload=MONTHLY, headers=headers, repeat=True)
-    client = make_client(max_retries=5)
+    fake.faults.fail("get_key", **MONTHLY, headers=headers, times=ALWAYS)
+    client = make_fake_client(max_retries=5)
 
     with pytest.raises(RateLimitError) as caught:
         await client.get_key()
 
     error = caught.value
     assert error.is_monthly_quota
-    assert calls(mocked, "GET", KEY_URL) == 1
+    assert fake.requests["get_key"] == 1
     assert clock.sleeps == []
     assert error.rate_limit is not None
     assert error.rate_limit.reset_at == dt.datetime(2026, 2, 1, tzinfo=dt.timezone.utc)
@@ -281,7 +285,8 @@ async def test_the_monthly_quota_on_a_post_is_not_retried_either(
     mocked: aioresponses, make_client: MakeClient, clock: FakeClock
 ) -> None:
     """A POST answered with the monthly quota 429 is not sent again."""
-    mocked.post(CREATE_URL, status=429, payload=MONTHLY, repeat=True)
+    # aioresponses: a 429 with no X-RateLimit-Reset at all (the fake always sends one).
+    mocked.post(CREATE_URL, status=429, payload=error_body(**MONTHLY_BODY), repeat=True)
 
     with pytest.raises(RateLimitError) as caught:
         await make_client().sub_keys.create("bot")
@@ -292,29 +297,28 @@ async def test_the_monthly_quota_on_a_post_is_not_retried_either(
 
 
 async def test_a_post_waits_retry_after_on_a_per_minute_429(
-    mocked: aioresponses, make_client: MakeClient, clock: FakeClock
+    fake: FakeCS2CapAPI, make_fake_client: MakeClient, clock: FakeClock
 ) -> None:
     """A POST answered 429 `RATE_LIMIT_EXCEEDED` with `Retry-After: 3` is sent again after 3 s."""
-    mocked.post(CREATE_URL, status=429, payload=PER_MINUTE, headers={"Retry-After": "3"})
-    mocked.post(CREATE_URL, status=201, payload=_created("c0ffee00-0000-4000-8000-000000000001"))
+    fake.faults.fail("create_sub_key", **PER_MINUTE, headers={"Retry-After": "3"})
 
-    made = await make_client().sub_keys.create("bot")
+    made = await make_fake_client().sub_keys.create("bot")
 
-    assert made.key_info.id == "c0ffee00-0000-4000-8000-000000000001"
+    assert fake.key_info(made.key_info.id)["name"] == "bot"
     assert clock.sleeps == [3.0]
-    assert calls(mocked, "POST", CREATE_URL) == 2
+    assert fake.requests["create_sub_key"] == 2
 
 
 async def test_the_deadline_bounds_a_single_slow_attempt(
-    server: ScriptedServer, make_client: MakeClient, clock: FakeClock
+    fake: FakeCS2CapAPI, wire: Recorder, make_fake_client: MakeClient, clock: FakeClock
 ) -> None:
     """The deadline bounds a single slow attempt, not just the retries.
 
     With `timeout=30` but `deadline=0.05`, a server taking 0.5 s is given up on after the
     deadline, not after the 30 s per-attempt timeout.
     """
-    server.then(Reply(body=key_body(), delay=0.5))
-    client = make_client(base_url=server.base_url, timeout=30, deadline=0.05)
+    fake.faults.delay("get_key", 0.5)  # on the virtual clock
+    client = make_fake_client(timeout=30, deadline=0.05)
 
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -322,7 +326,7 @@ async def test_the_deadline_bounds_a_single_slow_attempt(
         await client.get_key()
 
     assert loop.time() - started < 0.45
-    assert len(server.seen) == 1
+    assert len(wire.seen) == 1
 
 
 class _OvershootingClock(FakeClock):
@@ -334,7 +338,7 @@ class _OvershootingClock(FakeClock):
 
 
 async def test_a_retry_that_wakes_after_the_deadline_is_not_sent(
-    mocked: aioresponses, make_client: MakeClient
+    fake: FakeCS2CapAPI, make_fake_client: MakeClient
 ) -> None:
     """A retry that wakes after the deadline is not sent.
 
@@ -342,12 +346,11 @@ async def test_a_retry_that_wakes_after_the_deadline_is_not_sent(
     `request_sent=False` says why.
     """
     clock = _OvershootingClock()
-    mocked.get(KEY_URL, status=429, payload=PER_MINUTE, headers={"Retry-After": "4.9"})
-    mocked.get(KEY_URL, payload=key_body())
+    fake.faults.fail("get_key", **PER_MINUTE, headers={"Retry-After": "4.9"})
 
     with pytest.raises(APITimeoutError) as caught:
-        await make_client(clock=clock, deadline=5).get_key()
+        await make_fake_client(clock=clock, deadline=5).get_key()
 
     assert caught.value.request_sent is False
     assert "deadline" in str(caught.value)
-    assert calls(mocked, "GET", KEY_URL) == 1
+    assert fake.requests["get_key"] == 1

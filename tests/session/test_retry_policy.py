@@ -1,4 +1,9 @@
-"""Which failures are retried, how often, and with which waits (aioresponses, virtual time)."""
+"""Which failures are retried, how often, and with which waits (virtual time).
+
+Statuses, drops and slow answers come from the fake, in-process (`fake.requests` counts
+what was sent). aioresponses stays for the failures only aiohttp itself can raise: a
+connection reset, a refused or timed-out connect, and a timeout's chained cause.
+"""
 
 from __future__ import annotations
 
@@ -26,10 +31,10 @@ from cs2cap_account import (
     RateLimitError,
     UnprocessableEntityError,
 )
+from cs2cap_account.testing import FakeCS2CapAPI
 
 from ._support import (
     assert_backoff,
-    error_body,
     key_body,
     revoked_body,
     sub_key_detail,
@@ -42,28 +47,36 @@ SUB_URL = MOCK_BASE + "/account/sub-keys/" + KID
 CREATE_URL = MOCK_BASE + "/account/sub-keys"
 SUB_REISSUE_URL = SUB_URL + "/reissue"
 
-Call = Callable[[AccountClient], Awaitable[object]]
+ALWAYS = 100  # more requests than any test sends
+
+Call = Callable[[AccountClient, str], Awaitable[object]]
 
 
-def _get(client: AccountClient) -> Awaitable[object]:
+def _get(client: AccountClient, key_id: str) -> Awaitable[object]:
     return client.get_key()
 
 
-def _patch(client: AccountClient) -> Awaitable[object]:
-    return client.sub_keys.update(KID, name="renamed")
+def _patch(client: AccountClient, key_id: str) -> Awaitable[object]:
+    return client.sub_keys.update(key_id, name="renamed")
 
 
-def _delete(client: AccountClient) -> Awaitable[object]:
-    return client.sub_keys.delete(KID)
+def _delete(client: AccountClient, key_id: str) -> Awaitable[object]:
+    return client.sub_keys.delete(key_id)
 
 
-# (method, url, success body, how to call it)
+# (method, url, success body, how to call it): for aioresponses, with KID
 IDEMPOTENT: list[tuple[str, str, dict[str, Any], Call]] = [
     ("GET", KEY_URL, key_body(), _get),
     ("PATCH", SUB_URL, sub_key_detail(KID), _patch),
     ("DELETE", SUB_URL, revoked_body(KID), _delete),
 ]
 IDEMPOTENT_IDS = ["GET", "PATCH", "DELETE"]
+# (the fake's route name, how to call it): against the fake, with one of its child keys
+IDEMPOTENT_ROUTES: list[tuple[str, Call]] = [
+    ("get_key", _get),
+    ("update_sub_key", _patch),
+    ("delete_sub_key", _delete),
+]
 
 RETRYABLE: list[tuple[int, str | None]] = [
     (408, "REQUEST_TIMEOUT"),
@@ -81,19 +94,17 @@ def calls(mock: aioresponses, method: str, url: str) -> int:
     return len((mock.requests or {}).get((method, URL(url)), []))
 
 
-def _error(status: int, code: str | None) -> dict[str, Any]:
-    return {"detail": "transient"} if code is None else error_body(code, "transient")
+def _child(fake: FakeCS2CapAPI) -> str:
+    return fake.add_child_key("bot").key_id
 
 
-@pytest.mark.parametrize(("method", "url", "ok", "call"), IDEMPOTENT, ids=IDEMPOTENT_IDS)
+@pytest.mark.parametrize(("route", "call"), IDEMPOTENT_ROUTES, ids=IDEMPOTENT_IDS)
 @pytest.mark.parametrize(("status", "code"), RETRYABLE)
 async def test_each_retryable_status_is_retried_with_backoff(
-    mocked: aioresponses,
-    make_client: MakeClient,
+    fake: FakeCS2CapAPI,
+    make_fake_client: MakeClient,
     clock: FakeClock,
-    method: str,
-    url: str,
-    ok: dict[str, Any],
+    route: str,
     call: Call,
     status: int,
     code: str | None,
@@ -103,13 +114,12 @@ async def test_each_retryable_status_is_retried_with_backoff(
     408, per-minute 429, 500, 502, 503 and 504 on GET/PATCH/DELETE are retried twice,
     waiting 0.5-1 s then 1-1.5 s, then succeed.
     """
-    mocked.add(url, method, status=status, payload=_error(status, code), repeat=2)
-    mocked.add(url, method, payload=ok)
-    client = make_client()
+    fake.faults.fail(route, status=status, code=code, detail="transient", times=2)
+    client = make_fake_client()
 
-    await call(client)
+    await call(client, _child(fake))
 
-    assert calls(mocked, method, url) == 3
+    assert fake.requests[route] == 3
     assert len(clock.sleeps) == 2
     assert_backoff(clock.sleeps)
 
@@ -136,10 +146,12 @@ async def test_connection_errors_and_timeouts_are_retried_for_idempotent_request
     exception: Exception,
 ) -> None:
     """A dropped connection, a reset or a timeout on GET/PATCH/DELETE is retried."""
+    # aioresponses: aiohttp's own exceptions, once each (over a socket, aiohttp resends a
+    # dropped GET or DELETE by itself, and the fake cannot reset or time out a connect).
     mocked.add(url, method, exception=exception)
     mocked.add(url, method, payload=ok)
 
-    await call(make_client())
+    await call(make_client(), KID)
 
     assert calls(mocked, method, url) == 2
     assert len(clock.sleeps) == 1
@@ -147,48 +159,46 @@ async def test_connection_errors_and_timeouts_are_retried_for_idempotent_request
 
 
 async def test_retries_stop_after_max_retries_and_raise_the_last_error(
-    mocked: aioresponses, make_client: MakeClient, clock: FakeClock
+    fake: FakeCS2CapAPI, make_fake_client: MakeClient, clock: FakeClock
 ) -> None:
     """Retries stop after `max_retries` and the last error is raised.
 
     With the default `max_retries=2`, a GET that keeps failing is sent 3 times.
     """
-    mocked.get(KEY_URL, status=503, payload=error_body("SERVICE_UNAVAILABLE"), repeat=True)
+    fake.faults.fail("get_key", status=503, code="SERVICE_UNAVAILABLE", times=ALWAYS)
 
     with pytest.raises(InternalServerError) as caught:
-        await make_client().get_key()
+        await make_fake_client().get_key()
 
     assert caught.value.status_code == 503
     assert caught.value.code == "SERVICE_UNAVAILABLE"
-    assert calls(mocked, "GET", KEY_URL) == 3
+    assert fake.requests["get_key"] == 3
     assert len(clock.sleeps) == 2
     assert_backoff(clock.sleeps)
 
 
 async def test_backoff_grows_exponentially_and_is_capped_at_8_seconds(
-    mocked: aioresponses, make_client: MakeClient, clock: FakeClock
+    fake: FakeCS2CapAPI, make_fake_client: MakeClient, clock: FakeClock
 ) -> None:
     """Seven retries wait ~0.5, 1, 2, 4, then ~8, ~8, ~8 s: doubling, never above 8 s."""
-    mocked.get(KEY_URL, status=500, repeat=True)
+    fake.faults.fail("get_key", status=500, times=ALWAYS)
 
     with pytest.raises(InternalServerError):
-        await make_client(max_retries=7).get_key()
+        await make_fake_client(max_retries=7).get_key()
 
-    assert calls(mocked, "GET", KEY_URL) == 8
+    assert fake.requests["get_key"] == 8
     assert len(clock.sleeps) == 7
     assert_backoff(clock.sleeps)
     assert all(7.5 <= slept <= 8.0 for slept in clock.sleeps[4:])
 
 
 async def test_backoff_has_jitter(
-    mocked: aioresponses, make_client: MakeClient, clock: FakeClock
+    fake: FakeCS2CapAPI, make_fake_client: MakeClient, clock: FakeClock
 ) -> None:
     """The first wait is not a constant 0.5 s: jitter spreads clients out."""
+    client = make_fake_client()
     for _ in range(20):
-        mocked.get(KEY_URL, status=503)
-        mocked.get(KEY_URL, payload=key_body())
-    client = make_client()
-    for _ in range(20):
+        fake.faults.fail("get_key", status=503)
         await client.get_key()
 
     assert len(clock.sleeps) == 20
@@ -212,29 +222,27 @@ async def test_backoff_has_jitter(
         (418, None, APIStatusError),
     ],
 )
-@pytest.mark.parametrize(("method", "url", "ok", "call"), IDEMPOTENT, ids=IDEMPOTENT_IDS)
+@pytest.mark.parametrize(("route", "call"), IDEMPOTENT_ROUTES, ids=IDEMPOTENT_IDS)
 async def test_non_retryable_statuses_are_raised_at_once(
-    mocked: aioresponses,
-    make_client: MakeClient,
+    fake: FakeCS2CapAPI,
+    make_fake_client: MakeClient,
     clock: FakeClock,
     status: int,
     code: str | None,
     error: type[APIStatusError],
-    method: str,
-    url: str,
-    ok: dict[str, Any],
+    route: str,
     call: Call,
 ) -> None:
     """Client errors, the monthly quota and 5xx outside 500/502/503/504 are sent once."""
-    mocked.add(url, method, status=status, payload=_error(status, code), repeat=True)
+    fake.faults.fail(route, status=status, code=code, detail="transient", times=ALWAYS)
 
     with pytest.raises(error) as caught:
-        await call(make_client())
+        await call(make_fake_client(), _child(fake))
 
     assert type(caught.value) is error
     assert caught.value.status_code == status
     assert caught.value.code == code
-    assert calls(mocked, method, url) == 1
+    assert fake.requests[route] == 1
     assert clock.sleeps == []
 
 
@@ -243,35 +251,41 @@ async def test_non_retryable_statuses_are_raised_at_once(
     [(408, None), (500, None), (502, None), (503, "SERVICE_UNAVAILABLE"), (504, None)],
 )
 async def test_a_post_is_not_retried_after_a_5xx_or_408(
-    mocked: aioresponses, make_client: MakeClient, clock: FakeClock, status: int, code: str | None
+    fake: FakeCS2CapAPI,
+    make_fake_client: MakeClient,
+    clock: FakeClock,
+    status: int,
+    code: str | None,
 ) -> None:
     """A POST the server may have acted on (5xx, 408) is never repeated blindly."""
-    mocked.post(SUB_REISSUE_URL, status=status, payload=_error(status, code), repeat=True)
+    fake.faults.fail("reissue_sub_key", status=status, code=code, detail="x", times=ALWAYS)
 
     with pytest.raises(APIStatusError) as caught:
-        await make_client().sub_keys.reissue(KID)
+        await make_fake_client().sub_keys.reissue(_child(fake))
 
     assert caught.value.status_code == status
-    assert calls(mocked, "POST", SUB_REISSUE_URL) == 1
+    assert fake.requests["reissue_sub_key"] == 1
     assert clock.sleeps == []
 
 
-@pytest.mark.parametrize(
-    "exception",
-    [aiohttp.ServerDisconnectedError(), asyncio.TimeoutError()],
-    ids=["dropped", "timeout"],
-)
+@pytest.mark.parametrize("failure", ["dropped", "timeout"])
 async def test_a_post_is_not_retried_after_a_failure_once_sent(
-    mocked: aioresponses, make_client: MakeClient, clock: FakeClock, exception: Exception
+    fake: FakeCS2CapAPI, make_fake_client: MakeClient, clock: FakeClock, failure: str
 ) -> None:
     """A POST that was sent and then lost its connection or timed out is not repeated."""
-    mocked.post(SUB_REISSUE_URL, exception=exception, repeat=True)
+    if failure == "dropped":
+        fake.faults.drop("reissue_sub_key", times=ALWAYS)
+    else:
+        fake.faults.delay("reissue_sub_key", 100.0, times=ALWAYS)  # past the 30 s timeout
+    # The fake waits on a clock of its own, so `clock.sleeps` holds only the client's waits.
+    client = make_fake_client(transport=fake.transport(clock=FakeClock()))
 
     with pytest.raises(APIConnectionError) as caught:
-        await make_client().sub_keys.reissue(KID)
+        await client.sub_keys.reissue(_child(fake))
 
     assert caught.value.request_sent is True
-    assert calls(mocked, "POST", SUB_REISSUE_URL) == 1
+    assert fake.requests["reissue_sub_key"] == 1
+    assert clock.sleeps == []
     assert clock.sleeps == []
 
 
@@ -290,6 +304,7 @@ async def test_a_post_is_retried_when_the_connection_was_never_made(
     mocked: aioresponses, make_client: MakeClient, clock: FakeClock, exception: Exception
 ) -> None:
     """Refused or timed-out connects prove the server never saw the POST: it is retried."""
+    # aioresponses: the fake always accepts the connection.
     mocked.post(SUB_REISSUE_URL, exception=exception)
     mocked.post(SUB_REISSUE_URL, status=200, payload=_created(KID))
 
@@ -302,52 +317,51 @@ async def test_a_post_is_retried_when_the_connection_was_never_made(
 
 
 async def test_a_post_is_retried_after_a_per_minute_429(
-    mocked: aioresponses, make_client: MakeClient, clock: FakeClock
+    fake: FakeCS2CapAPI, make_fake_client: MakeClient, clock: FakeClock
 ) -> None:
     """A per-minute 429 proves the server did not act: the POST is sent again."""
-    mocked.post(SUB_REISSUE_URL, status=429, payload=error_body("RATE_LIMIT_EXCEEDED"))
-    mocked.post(SUB_REISSUE_URL, status=200, payload=_created(KID))
+    fake.faults.fail("reissue_sub_key", status=429, code="RATE_LIMIT_EXCEEDED")
 
-    await make_client().sub_keys.reissue(KID)
+    await make_fake_client().sub_keys.reissue(_child(fake))
 
-    assert calls(mocked, "POST", SUB_REISSUE_URL) == 2
+    assert fake.requests["reissue_sub_key"] == 2
     assert len(clock.sleeps) == 1
 
 
 async def test_max_retries_zero_disables_retries(
-    mocked: aioresponses, make_client: MakeClient, clock: FakeClock
+    fake: FakeCS2CapAPI, make_fake_client: MakeClient, clock: FakeClock
 ) -> None:
     """`max_retries=0` sends each request exactly once."""
-    mocked.get(KEY_URL, status=503, repeat=True)
+    fake.faults.fail("get_key", status=503, times=ALWAYS)
 
     with pytest.raises(InternalServerError):
-        await make_client(max_retries=0).get_key()
+        await make_fake_client(max_retries=0).get_key()
 
-    assert calls(mocked, "GET", KEY_URL) == 1
+    assert fake.requests["get_key"] == 1
     assert clock.sleeps == []
 
 
 async def test_with_options_overrides_max_retries_per_call(
-    mocked: aioresponses, make_client: MakeClient, clock: FakeClock
+    fake: FakeCS2CapAPI, make_fake_client: MakeClient, clock: FakeClock
 ) -> None:
     """`with_options(max_retries=...)` overrides the retry count per call.
 
     Calls through the copy use its count; the original client keeps its own setting.
     """
-    mocked.get(KEY_URL, status=503, repeat=True)
-    client = make_client(max_retries=1)
+    fake.faults.fail("get_key", status=503, times=ALWAYS)
+    client = make_fake_client(max_retries=1)
 
     with pytest.raises(InternalServerError):
         await client.with_options(max_retries=0).get_key()
-    assert calls(mocked, "GET", KEY_URL) == 1
+    assert fake.requests["get_key"] == 1
 
     with pytest.raises(InternalServerError):
         await client.with_options(max_retries=4).get_key()
-    assert calls(mocked, "GET", KEY_URL) == 1 + 5
+    assert fake.requests["get_key"] == 1 + 5
 
     with pytest.raises(InternalServerError):
         await client.get_key()
-    assert calls(mocked, "GET", KEY_URL) == 1 + 5 + 2
+    assert fake.requests["get_key"] == 1 + 5 + 2
     assert len(clock.sleeps) == 4 + 1
 
 
@@ -376,6 +390,7 @@ async def test_a_timeout_error_is_an_api_timeout_error_with_its_cause(
 
     It is chained to the underlying timeout.
     """
+    # aioresponses: the chained cause is aiohttp's own timeout exception.
     mocked.get(KEY_URL, exception=asyncio.TimeoutError(), repeat=True)
 
     with pytest.raises(APITimeoutError) as caught:

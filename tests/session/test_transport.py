@@ -1,4 +1,11 @@
-"""One HTTP attempt: aiohttp failures become the SDK's errors, with `request_sent` right."""
+"""One HTTP attempt: aiohttp failures become the SDK's errors, with `request_sent` right.
+
+The transport seam: what the client does with the aiohttp transport (the default) and
+with an injected one. Tests of the aiohttp transport itself use what only aiohttp can
+give: aioresponses raising aiohttp's exceptions, a closed port, and a scripted loopback
+server that drops a real connection or carries an injected session. Everything about
+bodies, statuses and timeouts runs against the fake, in-process.
+"""
 
 from __future__ import annotations
 
@@ -22,11 +29,12 @@ from cs2cap_account import (
     RetryEvent,
     UnprocessableEntityError,
 )
-from cs2cap_account._transport import Transport
+from cs2cap_account._transport import AiohttpTransport
+from cs2cap_account.testing import FakeCS2CapAPI
 
-from ._support import API_KEY, Reply, ScriptedServer, closed_port, key_body
+from ._support import API_KEY, Recorder, Reply, ScriptedServer, canned, closed_port
 from .conftest import MakeClient
-from .test_retry_policy import KEY_URL, calls
+from .test_retry_policy import KEY_URL
 
 
 async def test_a_refused_connection_is_not_sent_and_is_retried(
@@ -63,38 +71,36 @@ async def test_a_dropped_connection_was_sent(
 
 
 async def test_a_slow_answer_times_out_per_attempt_and_the_retry_succeeds(
-    server: ScriptedServer, make_client: MakeClient, clock: FakeClock
+    fake: FakeCS2CapAPI, wire: Recorder, make_fake_client: MakeClient, clock: FakeClock
 ) -> None:
     """`timeout=0.05` against a server taking 0.3 s: the attempt fails with
     `APITimeoutError(request_sent=True)`, the retry gets the fast answer.
     """
-    server.then(Reply(body=key_body(), delay=0.3))
+    fake.faults.delay("get_key", 0.3)  # on the virtual clock
     events: list[RetryEvent] = []
-    client = make_client(
-        base_url=server.base_url, timeout=0.05, hooks=Hooks(on_retry=[events.append])
-    )
+    client = make_fake_client(timeout=0.05, hooks=Hooks(on_retry=[events.append]))
 
     await client.get_key()
 
-    assert len(server.seen) == 2
+    assert len(wire.seen) == 2
     assert isinstance(events[0].error, APITimeoutError)
     assert events[0].error.request_sent is True
     assert "no response within 0.05 s" in str(events[0].error)
 
 
 async def test_with_options_timeout_applies_to_calls_through_the_copy(
-    server: ScriptedServer, make_client: MakeClient
+    fake: FakeCS2CapAPI, wire: Recorder, make_fake_client: MakeClient
 ) -> None:
     """`with_options(timeout=0.05)` times out where the original client (30 s) waits."""
-    server.then(Reply(body=key_body(), delay=0.2), Reply(body=key_body(), delay=0.2))
-    client = make_client(base_url=server.base_url)
+    fake.faults.delay("get_key", 0.2, times=2)  # on the virtual clock
+    client = make_fake_client()
 
     with pytest.raises(APITimeoutError):
         await client.with_options(timeout=0.05, max_retries=0).get_key()
     info = await client.get_key()
 
     assert info.is_active
-    assert len(server.seen) == 2
+    assert len(wire.seen) == 2
 
 
 @pytest.mark.parametrize(
@@ -155,34 +161,33 @@ async def test_the_query_string_is_left_out_of_error_messages(
 
 
 async def test_a_non_json_success_body_is_malformed(
-    server: ScriptedServer, make_client: MakeClient
+    fake: FakeCS2CapAPI, make_fake_client: MakeClient
 ) -> None:
     """A 200 with an HTML body raises `MalformedResponseError` naming the content type."""
-    server.default = Reply(raw=b"<html>hello</html>", headers={"Content-Type": "text/html"})
+    fake.faults.raw_body("get_key", b"<html>hello</html>", status=200, times=100)
 
     with pytest.raises(MalformedResponseError) as caught:
-        await make_client(base_url=server.base_url).get_key()
+        await make_fake_client().get_key()
 
     assert caught.value.status_code == 200
     assert caught.value.content_type == "text/html"
     assert "text/html" in str(caught.value)
-    assert len(server.seen) == 1  # not retried
+    assert fake.requests["get_key"] == 1  # not retried
 
 
 async def test_an_html_502_is_an_internal_server_error_and_retried(
-    server: ScriptedServer, make_client: MakeClient
+    fake: FakeCS2CapAPI, make_fake_client: MakeClient
 ) -> None:
     """A proxy's HTML 502 page is still a typed `InternalServerError` (code None), retried."""
-    page = Reply(status=502, raw=b"<html>Bad Gateway</html>", headers={"Content-Type": "text/html"})
-    server.then(page, page, page)
+    fake.faults.html_502("get_key", times=3)
 
     with pytest.raises(InternalServerError) as caught:
-        await make_client(base_url=server.base_url).get_key()
+        await make_fake_client().get_key()
 
     assert caught.value.status_code == 502
     assert caught.value.code is None
     assert caught.value.detail is None
-    assert len(server.seen) == 3
+    assert fake.requests["get_key"] == 3
 
 
 @pytest.mark.parametrize(
@@ -191,13 +196,13 @@ async def test_an_html_502_is_an_internal_server_error_and_retried(
     ids=["list", "wrong-types", "string", "null-code"],
 )
 async def test_error_bodies_of_the_wrong_shape_still_give_a_typed_error(
-    mocked: aioresponses, make_client: MakeClient, body: Any
+    fake: FakeCS2CapAPI, make_fake_client: MakeClient, body: Any
 ) -> None:
     """An error body that is JSON but not `{"code", "detail"}` gives code/detail None."""
-    mocked.get(KEY_URL, status=400, payload=body)
+    fake.faults.raw_body("get_key", canned(body), status=400, content_type="application/json")
 
     with pytest.raises(APIStatusError) as caught:
-        await make_client().get_key()
+        await make_fake_client().get_key()
 
     assert caught.value.status_code == 400
     assert caught.value.code is None
@@ -205,21 +210,18 @@ async def test_error_bodies_of_the_wrong_shape_still_give_a_typed_error(
 
 
 async def test_a_422_keeps_the_well_formed_validation_items(
-    mocked: aioresponses, make_client: MakeClient
+    fake: FakeCS2CapAPI, make_fake_client: MakeClient
 ) -> None:
     """A 422's `detail` list becomes `ValidationIssue`s; malformed items are skipped."""
     detail = [
         {"type": "string_too_long", "loc": ["body", "name"], "msg": "too long"},
         {"nonsense": True},
     ]
-    mocked.patch(
-        KEY_URL.replace("/account/key", "/account/sub-keys/abc"),
-        status=422,
-        payload={"code": "VALIDATION_ERROR", "detail": detail},
-    )
+    body = canned({"code": "VALIDATION_ERROR", "detail": detail})
+    fake.faults.raw_body("update_sub_key", body, status=422, content_type="application/json")
 
     with pytest.raises(UnprocessableEntityError) as caught:
-        await make_client().sub_keys.update("abc", name="x" * 200)
+        await make_fake_client().sub_keys.update("abc", name="x" * 200)
 
     assert caught.value.code == "VALIDATION_ERROR"
     assert isinstance(caught.value.detail, tuple)
@@ -227,10 +229,10 @@ async def test_a_422_keeps_the_well_formed_validation_items(
 
 
 async def test_a_closed_client_refuses_requests(
-    mocked: aioresponses, make_client: MakeClient
+    fake: FakeCS2CapAPI, make_fake_client: MakeClient
 ) -> None:
     """After `aclose()` (twice is fine) a request raises `RuntimeError`, sending nothing."""
-    client = make_client()
+    client = make_fake_client()
     await client.aclose()
     await client.aclose()
 
@@ -238,7 +240,36 @@ async def test_a_closed_client_refuses_requests(
         await client.get_key()
 
     assert client.closed
-    assert calls(mocked, "GET", KEY_URL) == 0
+    assert sum(fake.requests.values()) == 0
+
+
+async def test_an_injected_transport_carries_the_requests_and_closes_with_the_client(
+    fake: FakeCS2CapAPI, clock: FakeClock
+) -> None:
+    """`transport=` replaces aiohttp; the client closes it (a copy's `aclose()` does not)."""
+    transport = fake.transport(clock=clock)
+    client = AccountClient(fake.root_key, transport=transport, clock=clock)
+    copy = client.with_options(timeout=5)
+
+    assert (await copy.get_key()).id == fake.root_key_id
+    await copy.aclose()
+    assert not transport.closed
+    await client.aclose()
+
+    assert transport.closed
+    assert client.closed
+    assert fake.requests["get_key"] == 1
+
+
+async def test_session_and_transport_together_are_refused(fake: FakeCS2CapAPI) -> None:
+    """An aiohttp session only feeds the default transport: passing both is a TypeError,
+    and so is a transport that is not one.
+    """
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(TypeError, match="not both"):
+            AccountClient(fake.root_key, session=session, transport=fake.transport())
+        with pytest.raises(TypeError, match="transport must provide"):
+            AccountClient(fake.root_key, transport=session)  # type: ignore[arg-type]
 
 
 async def test_an_injected_session_is_used_and_never_closed(
@@ -268,6 +299,7 @@ async def test_the_client_creates_and_closes_its_own_session(
     await client.get_key()
 
     transport = client._session.shared.transport
+    assert isinstance(transport, AiohttpTransport)
     session = transport._session
     assert session is not None
     assert not session.closed
@@ -277,7 +309,7 @@ async def test_the_client_creates_and_closes_its_own_session(
 
 async def test_aclose_before_any_request_is_fine() -> None:
     """Closing a transport that never created a session does nothing and does not fail."""
-    transport = Transport()
+    transport = AiohttpTransport()
     await transport.aclose()
 
     assert transport.closed
@@ -285,7 +317,7 @@ async def test_aclose_before_any_request_is_fine() -> None:
 
 def test_the_timeout_cache_stays_small() -> None:
     """Many distinct per-attempt timeouts (as a deadline produces) do not pile up."""
-    transport = Transport()
+    transport = AiohttpTransport()
     timeouts = [transport._timeout(0.1 * i) for i in range(1, 100)]
 
     assert len(transport._timeouts) <= 8

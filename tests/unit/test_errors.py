@@ -23,6 +23,7 @@ from cs2cap_account import (
     KeyLostError,
     MalformedResponseError,
     NotFoundError,
+    OutcomeUnknownError,
     PermissionDeniedError,
     RateLimitError,
     RateLimitInfo,
@@ -512,11 +513,9 @@ def test_errors_can_be_built_directly() -> None:
 def test_error_hierarchy() -> None:
     """The tree drawn in the errors module: what each error can be caught as."""
     status: list[type[CS2CapError]] = [RateLimitError, NotFoundError, InternalServerError]
-    connection: list[type[CS2CapError]] = [
-        APITimeoutError,
-        ReissueOutcomeUnknownError,
-        SubKeyOutcomeUnknownError,
-    ]
+    connection: list[type[CS2CapError]] = [APITimeoutError]
+    # An outcome is unknown after a 5xx or a malformed body too: not a connection error.
+    unknown: list[type[CS2CapError]] = [ReissueOutcomeUnknownError, SubKeyOutcomeUnknownError]
     other: list[type[CS2CapError]] = [
         KeyLostError,
         MalformedResponseError,
@@ -525,7 +524,11 @@ def test_error_hierarchy() -> None:
     ]
     assert all(issubclass(cls, APIStatusError) for cls in status)
     assert all(issubclass(cls, APIConnectionError) for cls in connection)
-    assert not any(issubclass(cls, APIStatusError | APIConnectionError) for cls in other)
+    assert all(issubclass(cls, OutcomeUnknownError) for cls in unknown)
+    assert not any(issubclass(cls, APIStatusError | APIConnectionError) for cls in unknown)
+    assert not any(
+        issubclass(cls, APIStatusError | APIConnectionError | OutcomeUnknownError) for cls in other
+    )
     assert issubclass(StaleGenerationError, StoreError)
 
 

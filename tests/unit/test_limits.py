@@ -1,8 +1,14 @@
-"""Rate-limit headers, client-side pacing, hooks, the 401 reload, and the clocks."""
+"""Rate-limit headers, client-side pacing, hooks, the 401 reload, and the clocks.
+
+Pacing and hooks run against the fake, in-process (its `raw_body` fault serves a key
+reporting any rate). aioresponses stays where a test pins exact header values or reads
+the headers the client handed to aiohttp.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from typing import Any
 
@@ -25,9 +31,9 @@ from cs2cap_account import (
 )
 from cs2cap_account._ratelimit import parse_rate_limit, parse_retry_after
 from cs2cap_account._session import Credentials
+from cs2cap_account.testing import FakeCS2CapAPI
 
 from ._payloads import (
-    BASE_URL,
     NEW_ROOT_KEY,
     ROOT_KEY,
     calls,
@@ -41,6 +47,19 @@ from ._payloads import (
 UTC = dt.timezone.utc
 NOW = dt.datetime(2026, 3, 2, 10, 30, tzinfo=UTC)
 KEY = url("/account/key")
+
+
+def on_fake(fake: FakeCS2CapAPI, clock: FakeClock, **kwargs: Any) -> AccountClient:
+    """A client of `fake` with its root key, in-process, on the virtual clock."""
+    return AccountClient(
+        fake.root_key, transport=fake.transport(clock=clock), clock=clock, **kwargs
+    )
+
+
+def reports_rate(fake: FakeCS2CapAPI, rate: int, *, times: int) -> None:
+    """The next `times` `GET /account/key` answer 200 with a key whose rate is `rate`."""
+    body = json.dumps({"key": key_info(effective_rate_requests_per_minute=rate)}).encode()
+    fake.faults.raw_body("get_key", body, status=200, content_type="application/json", times=times)
 
 
 # -- header parsing -------------------------------------------------------------------
@@ -136,26 +155,23 @@ async def test_rate_limit_headers_of_a_success(
 # -- client-side pacing ---------------------------------------------------------------
 
 
-async def test_requests_per_minute_paces_calls(mock: aioresponses, clock: FakeClock) -> None:
+async def test_requests_per_minute_paces_calls(fake: FakeCS2CapAPI, clock: FakeClock) -> None:
     """With `requests_per_minute=2` the third call waits (virtually) for the window to move."""
-    mock.get(KEY, payload={"key": key_info()}, repeat=True)
-    async with AccountClient(
-        ROOT_KEY, base_url=BASE_URL, clock=clock, requests_per_minute=2
-    ) as client:
+    async with on_fake(fake, clock, requests_per_minute=2) as client:
         await client.get_key()
         await client.get_key()
         assert clock.sleeps == []
         await client.get_key()
 
-    assert total_calls(mock) == 3
+    assert fake.requests["get_key"] == 3
     assert len(clock.sleeps) == 1
     assert 60.0 <= clock.sleeps[0] <= 62.0
 
 
-async def test_rate_is_learned_from_get_key(mock: aioresponses, clock: FakeClock) -> None:
+async def test_rate_is_learned_from_get_key(fake: FakeCS2CapAPI, clock: FakeClock) -> None:
     """Without `requests_per_minute`, the key's effective rate from get_key() paces later calls."""
-    mock.get(KEY, payload={"key": key_info(effective_rate_requests_per_minute=1)}, repeat=True)
-    async with AccountClient(ROOT_KEY, base_url=BASE_URL, clock=clock) as client:
+    reports_rate(fake, 1, times=2)
+    async with on_fake(fake, clock) as client:
         await client.get_key()
         assert clock.sleeps == []
         await client.get_key()
@@ -164,11 +180,11 @@ async def test_rate_is_learned_from_get_key(mock: aioresponses, clock: FakeClock
     assert clock.sleeps[0] >= 60.0
 
 
-async def test_learned_rate_is_updated(mock: aioresponses, clock: FakeClock) -> None:
+async def test_learned_rate_is_updated(fake: FakeCS2CapAPI, clock: FakeClock) -> None:
     """A later get_key() reporting another rate replaces the learned one."""
-    mock.get(KEY, payload={"key": key_info(effective_rate_requests_per_minute=100)})
-    mock.get(KEY, payload={"key": key_info(effective_rate_requests_per_minute=1)}, repeat=True)
-    async with AccountClient(ROOT_KEY, base_url=BASE_URL, clock=clock) as client:
+    reports_rate(fake, 100, times=1)
+    reports_rate(fake, 1, times=2)
+    async with on_fake(fake, clock) as client:
         await client.get_key()
         await client.get_key()
         assert clock.sleeps == [], "at 100/min two calls need no wait"
@@ -178,41 +194,36 @@ async def test_learned_rate_is_updated(mock: aioresponses, clock: FakeClock) -> 
     assert clock.sleeps[0] >= 60.0
 
 
-async def test_fixed_rate_is_not_relearned(mock: aioresponses, clock: FakeClock) -> None:
+async def test_fixed_rate_is_not_relearned(fake: FakeCS2CapAPI, clock: FakeClock) -> None:
     """`requests_per_minute=0` turns pacing off, whatever the server reports."""
-    mock.get(KEY, payload={"key": key_info(effective_rate_requests_per_minute=1)}, repeat=True)
-    async with AccountClient(
-        ROOT_KEY, base_url=BASE_URL, clock=clock, requests_per_minute=0
-    ) as client:
+    reports_rate(fake, 1, times=5)
+    async with on_fake(fake, clock, requests_per_minute=0) as client:
         for _ in range(5):
             await client.get_key()
 
     assert clock.sleeps == []
 
 
-async def test_deadline_spent_waiting_for_the_limiter(mock: aioresponses, clock: FakeClock) -> None:
+async def test_deadline_spent_waiting_for_the_limiter(
+    fake: FakeCS2CapAPI, clock: FakeClock
+) -> None:
     """When pacing would outlast the deadline, nothing is sent: APITimeoutError, not sent."""
-    mock.get(KEY, payload={"key": key_info()}, repeat=True)
-    async with AccountClient(
-        ROOT_KEY, base_url=BASE_URL, clock=clock, requests_per_minute=1, deadline=5.0
-    ) as client:
+    async with on_fake(fake, clock, requests_per_minute=1, deadline=5.0) as client:
         await client.get_key()
         with pytest.raises(APITimeoutError) as caught:
             await client.get_key()
 
     assert caught.value.request_sent is False
     assert "deadline" in str(caught.value)
-    assert total_calls(mock) == 1
+    assert fake.requests["get_key"] == 1
 
 
-async def test_retry_after_on_503_is_honoured(
-    mock: aioresponses, client: AccountClient, clock: FakeClock
-) -> None:
+async def test_retry_after_on_503_is_honoured(fake: FakeCS2CapAPI, clock: FakeClock) -> None:
     """A 503 with Retry-After waits at least that long before the retry."""
-    mock.get(KEY, status=503, payload=error("DOWN", "x"), headers={"Retry-After": "9"})
-    mock.get(KEY, payload={"key": key_info()})
+    fake.faults.fail("get_key", status=503, code="DOWN", detail="x", headers={"Retry-After": "9"})
 
-    await client.get_key()
+    async with on_fake(fake, clock, requests_per_minute=0) as client:
+        await client.get_key()
 
     assert clock.sleeps[0] >= 9.0
 
@@ -221,14 +232,13 @@ async def test_retry_after_on_503_is_honoured(
 
 
 async def test_hooks_see_requests_responses_and_retries(
-    mock: aioresponses, clock: FakeClock
+    fake: FakeCS2CapAPI, clock: FakeClock
 ) -> None:
     """on_request, on_response and on_retry are called with their events, in order."""
     seen: list[Any] = []
     hooks = Hooks(on_request=[seen.append], on_response=[seen.append], on_retry=[seen.append])
-    mock.get(KEY, status=502, payload=error("BAD_GATEWAY", "x"))
-    mock.get(KEY, payload={"key": key_info()})
-    async with AccountClient(ROOT_KEY, base_url=BASE_URL, clock=clock, hooks=hooks) as client:
+    fake.faults.fail("get_key", status=502, code="BAD_GATEWAY", detail="x")
+    async with on_fake(fake, clock, hooks=hooks) as client:
         await client.get_key()
 
     kinds = [type(event) for event in seen]
@@ -244,16 +254,15 @@ async def test_hooks_see_requests_responses_and_retries(
 
 
 async def test_a_failing_hook_is_logged_and_ignored(
-    mock: aioresponses, clock: FakeClock, caplog: pytest.LogCaptureFixture
+    fake: FakeCS2CapAPI, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A hook that raises does not fail the request; the error is logged."""
 
     def broken(event: object) -> None:
         raise RuntimeError("metrics backend down")
 
-    mock.get(KEY, payload={"key": key_info()})
     hooks = Hooks(on_request=[broken], on_response=[broken])
-    async with AccountClient(ROOT_KEY, base_url=BASE_URL, clock=clock, hooks=hooks) as client:
+    async with on_fake(fake, clock, hooks=hooks) as client:
         with caplog.at_level(logging.ERROR, logger="cs2cap_account"):
             info = await client.get_key()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import inspect
 import json
 import subprocess
@@ -21,6 +22,7 @@ INTERNAL = frozenset(
         "Session",  # _session
         "Shared",  # _session
         "KeyEnvelope",  # _converter: the `{"key": ...}` wrapper, unwrapped by get_key()
+        "ReissueAnswer",  # _converter: the reissue body, read leniently by reissue_key()
         "structure",  # _converter
         "parse_timestamp",  # _converter
         "redact_text",  # _secret
@@ -121,9 +123,10 @@ def test_internal_names_are_not_exported() -> None:
 
 
 def test_version() -> None:
-    """The package carries a version string."""
+    """The version is written once: the installed distribution's is the package's."""
     assert isinstance(cs2cap_account.__version__, str)
     assert cs2cap_account.__version__.count(".") >= 1
+    assert cs2cap_account.__version__ == importlib.metadata.version("cs2cap-account")
 
 
 def test_import_is_light() -> None:
@@ -143,3 +146,26 @@ def test_import_is_light() -> None:
         assert not any(m == forbidden or m.startswith(forbidden + ".") for m in loaded), forbidden
     assert not any(m == "redis" or m.startswith("redis.") for m in loaded)
     assert "aiohttp.web" not in loaded
+
+
+@pytest.mark.parametrize(
+    "module_name",
+    [
+        "cs2cap_account",
+        "cs2cap_account._client",
+        "cs2cap_account._session",
+        "cs2cap_account._transport",
+    ],
+)
+def test_importing_the_client_does_not_import_aiohttp(module_name: str) -> None:
+    """A fresh interpreter importing the client (or the package) loads no part of aiohttp:
+    the aiohttp transport imports it when it first sends.
+    """
+    code = (
+        f"import json, sys, {module_name}; "
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] == 'aiohttp')))"
+    )
+    result = subprocess.run(  # noqa: S603 - our own interpreter and code
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert json.loads(result.stdout) == []

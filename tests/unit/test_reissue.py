@@ -1,7 +1,14 @@
-"""Root-key reissue: never blindly repeated; a lost response is proven, not guessed."""
+"""Root-key reissue: never blindly repeated; a lost response is proven, not guessed.
+
+The verdict itself (probe answer x credential kind) is a pure function, tested by its
+table in test_reissue_verdict.py; these tests drive `reissue_key()` through answers the
+fake API cannot give (aioresponses) to check the wiring around it: what is probed, with
+which credential, how often the POST goes out, and what is raised and chained.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -295,3 +302,93 @@ async def test_first_probe_failure_sends_no_post(mock: aioresponses, client: Acc
     with pytest.raises(AuthenticationError):
         await client.reissue_key()
     assert posts(mock) == 0
+
+
+async def test_a_timed_out_reissue_whose_old_key_is_revoked_raises_key_lost(
+    mock: aioresponses, client: AccountClient
+) -> None:
+    """A timeout after sending triggers the probe; `401 AUTH_API_KEY_REVOKED` means the
+    reissue happened, so `KeyLostError` with the old key's id.
+    """
+    mock.get(KEY, payload={"key": key_info()})
+    mock.post(REISSUE, exception=asyncio.TimeoutError())
+    mock.get(KEY, status=401, payload=error("AUTH_API_KEY_REVOKED", "revoked"))
+
+    with pytest.raises(KeyLostError) as caught:
+        await client.reissue_key()
+
+    assert caught.value.previous_key_id == ROOT_ID
+    assert posts(mock) == 1
+
+
+async def test_a_session_jwt_compares_against_the_latest_lost_key(
+    mock: aioresponses, clock: FakeClock
+) -> None:
+    """Two lost responses in a row with a session JWT.
+
+    The first probe sees a new id (lost key), the second probe sees that same id (the
+    second POST did nothing): both are safe to retry, and the third POST succeeds.
+    """
+    mock.get(KEY, payload={"key": key_info()})
+    mock.post(REISSUE, exception=aiohttp.ServerDisconnectedError())
+    mock.get(KEY, payload={"key": key_info(id=LOST_ID)})
+    mock.post(REISSUE, status=502)
+    mock.get(KEY, payload={"key": key_info(id=LOST_ID)})
+    mock.post(REISSUE, payload=reissued())
+    async with AccountClient(session_token=SESSION_JWT, base_url=BASE_URL, clock=clock) as client:
+        new = await client.reissue_key()
+        assert client.api_key == new.key
+
+    assert new.id == NEW_ROOT_ID
+    assert posts(mock) == 3
+    assert len(clock.sleeps) == 2
+
+
+async def test_use_new_key_false_keeps_the_old_credential(
+    mock: aioresponses, client: AccountClient
+) -> None:
+    """`reissue_key(use_new_key=False)` returns the key without switching to it."""
+    mock.get(KEY, payload={"key": key_info()})
+    mock.post(REISSUE, payload=reissued())
+
+    new = await client.reissue_key(use_new_key=False)
+
+    assert client.api_key == SecretKey(ROOT_KEY)
+    assert new.key == SecretKey(NEW_ROOT_KEY)
+
+
+async def test_a_retry_finding_the_key_revoked_means_the_first_attempt_landed_late(
+    mock: aioresponses, client: AccountClient
+) -> None:
+    """The probe saw the old key active, but the retried POST is refused as revoked: the
+    timed-out first POST completed at the server after the probe. Its key is lost, which
+    is `KeyLostError` (recoverable with a session JWT), not a bare 401.
+    """
+    mock.get(KEY, payload={"key": key_info()}, repeat=2)
+    mock.post(REISSUE, exception=asyncio.TimeoutError())
+    mock.post(REISSUE, status=401, payload=error("AUTH_API_KEY_REVOKED", "revoked"))
+
+    with pytest.raises(KeyLostError) as caught:
+        await client.reissue_key()
+
+    assert caught.value.previous_key_id == ROOT_ID
+    assert isinstance(caught.value.__cause__, AuthenticationError)
+    assert posts(mock) == 2
+
+
+async def test_a_late_refusal_for_another_reason_is_raised_as_is(
+    mock: aioresponses, client: AccountClient
+) -> None:
+    """After a clean probe, a retry refused with a 401 that does not say revoked is not
+    read as a late landing: that 401 is raised as it is.
+    """
+    mock.get(KEY, payload={"key": key_info()}, repeat=2)
+    mock.post(REISSUE, exception=aiohttp.ServerDisconnectedError())
+    mock.post(REISSUE, status=401, payload=error("AUTH_ACCOUNT_DISABLED", "disabled"))
+
+    with pytest.raises(AuthenticationError) as caught:
+        await client.reissue_key()
+
+    assert caught.value.code == "AUTH_ACCOUNT_DISABLED"
+    assert caught.value.__cause__ is None
+    assert posts(mock) == 2

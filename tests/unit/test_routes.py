@@ -15,6 +15,7 @@ from cs2cap_account import (
     CreatedSubKey,
     FakeClock,
     KeyInfo,
+    MalformedResponseError,
     Pagination,
     ReissuedKey,
     RevokedSubKey,
@@ -346,14 +347,91 @@ async def test_key_id_is_quoted_into_one_path_segment(
     assert only_call(mock, "GET", "/account/sub-keys/a%2Fb%3Fc")
 
 
-@pytest.mark.parametrize("bad", ["", None, 5])
+@pytest.mark.parametrize(("bad", "error"), [("", ValueError), (None, TypeError), (5, TypeError)])
 async def test_key_id_must_be_a_non_empty_string(
-    mock: aioresponses, client: AccountClient, bad: Any
+    mock: aioresponses, client: AccountClient, bad: Any, error: type[Exception]
 ) -> None:
-    """An empty or non-string key id is refused before anything is sent."""
-    with pytest.raises(ValueError, match="key_id"):
+    """An empty key id is a ValueError, a non-string one a TypeError; nothing is sent."""
+    with pytest.raises(error, match="key_id"):
         await client.sub_keys.get(bad)
     assert total_calls(mock) == 0
+
+
+@pytest.mark.parametrize("pasted", [ROOT_KEY, SESSION_JWT, CHILD_KEY])
+async def test_a_key_pasted_as_a_key_id_is_refused_unsent(
+    mock: aioresponses, client: AccountClient, pasted: str
+) -> None:
+    """A key or token where a key id belongs would sit in the URL and in every error
+    message: it is refused before anything is sent, and the refusal does not repeat it.
+    """
+    for call in (client.sub_keys.get, client.sub_keys.delete, client.sub_keys.reissue):
+        with pytest.raises(ValueError, match="not a key id") as caught:
+            await call(pasted)
+        assert pasted not in str(caught.value)
+    assert total_calls(mock) == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"limit": "25"}, TypeError),
+        ({"limit": True}, TypeError),
+        ({"offset": 1.5}, TypeError),
+        ({"offset": -1}, ValueError),
+    ],
+)
+async def test_list_arguments_are_checked(
+    mock: aioresponses, client: AccountClient, kwargs: dict[str, Any], error: type[Exception]
+) -> None:
+    """A page's limit and offset are ints (offset 0 or more): refused before sending."""
+    with pytest.raises(error):
+        await client.sub_keys.list(**kwargs)
+    assert total_calls(mock) == 0
+
+
+@pytest.mark.parametrize(("size", "error"), [(0, ValueError), (101, ValueError), (2.0, TypeError)])
+async def test_iterate_page_size_is_checked(
+    mock: aioresponses, client: AccountClient, size: Any, error: type[Exception]
+) -> None:
+    """`page_size` is an int from 1 to 100 (what the server serves)."""
+    with pytest.raises(error, match="page_size"):
+        [d async for d in client.sub_keys.iterate(page_size=size)]
+    assert total_calls(mock) == 0
+
+
+async def test_iterate_refuses_pages_that_repeat(mock: aioresponses, client: AccountClient) -> None:
+    """A server that answers every offset with the same page and a huge total: the second
+    page brings nothing new, which ends the iteration with `MalformedResponseError`.
+    """
+    same = page([child(0), child(1)], total=10**9)
+    mock.get(url("/account/sub-keys", limit=100, offset=0), payload=same)
+    mock.get(url("/account/sub-keys", limit=100, offset=2), payload=same)
+
+    seen: list[int] = []
+
+    async def drain() -> None:
+        async for listed in client.sub_keys.iterate():
+            seen.append(listed.requests_this_month)
+
+    with pytest.raises(MalformedResponseError, match="repeats"):
+        await drain()
+
+    assert seen == [0, 1]
+    assert total_calls(mock) == 2
+
+
+async def test_iterate_gives_up_past_the_most_an_account_can_hold(
+    mock: aioresponses, client: AccountClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fresh keys forever under a huge total: iteration stops past `MAX_ITERATED`."""
+    monkeypatch.setattr("cs2cap_account._client.MAX_ITERATED", 3)
+    for offset in (0, 2):
+        body = page([child(offset), child(offset + 1)], total=10**9, offset=offset)
+        mock.get(url("/account/sub-keys", limit=100, offset=offset), payload=body)
+
+    with pytest.raises(MalformedResponseError, match="more than 3"):
+        [d async for d in client.sub_keys.iterate()]
+    assert total_calls(mock) == 2
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import pickle
+import traceback
 from typing import Any
 
 import pytest
@@ -260,8 +261,11 @@ async def test_422_echoing_a_key_is_redacted(mock: aioresponses, client: Account
 async def test_malformed_reissue_body_hides_the_key(
     mock: aioresponses, client: AccountClient
 ) -> None:
-    """A malformed reissue answer that does carry a key does not put it in the error."""
-    body = {**reissued(), "created_at": f"not a date {NEW_ROOT_KEY}"}
+    """A malformed reissue answer that does carry a key does not put it in the error.
+
+    (Without its id the key cannot be salvaged: the answer is unusable.)
+    """
+    body = {**reissued(), "id": [f"not an id {NEW_ROOT_KEY}"]}
     mock.get(url("/account/key"), payload={"key": key_info()})
     mock.post(url("/account/key/reissue"), payload=body)
     mock.get(url("/account/key"), status=401, payload=error("AUTH_API_KEY_REVOKED", "revoked"))
@@ -380,3 +384,37 @@ def test_validation_issue_repr_leaves_out_the_echoed_input() -> None:
     issue = ValidationIssue(type="t", loc=("body",), msg="m", input={"k": key}, ctx={"k": key})
     assert issue.input == {"k": key}
     assert key not in repr(issue)
+
+
+def test_a_half_built_client_has_a_safe_repr() -> None:
+    """A client whose `__init__` raised is shown without failing (reporters that capture
+    locals call `repr` on it), and a traceback with captured locals can be formatted.
+    """
+    with pytest.raises(ValueError, match="base_url") as caught:
+        AccountClient(ROOT_KEY, base_url="ftp://example.invalid")
+    text = "".join(
+        traceback.TracebackException.from_exception(caught.value, capture_locals=True).format()
+    )
+    assert "AccountClient(<not initialised>)" in text
+    assert ROOT_KEY not in text
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"api_key": ROOT_KEY.encode()}, TypeError),
+        ({"session_token": 12345}, TypeError),
+        ({"api_key": ""}, ValueError),
+    ],
+    ids=["bytes key", "int token", "empty key"],
+)
+def test_credentials_of_the_wrong_kind_are_refused(
+    kwargs: dict[str, Any], error: type[Exception]
+) -> None:
+    """A credential is a non-empty str or a SecretKey; anything else is refused at once,
+    with a message that names the argument and not its value.
+    """
+    with pytest.raises(error) as caught:
+        AccountClient(**kwargs)
+    assert next(iter(kwargs)) in str(caught.value)
+    assert ROOT_KEY not in str(caught.value)

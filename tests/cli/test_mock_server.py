@@ -13,7 +13,8 @@ from contextlib import asynccontextmanager
 import aiohttp
 import pytest
 
-from cs2cap_account.cli import _serve_until_stopped, main
+from cs2cap_account.cli import main
+from cs2cap_account.cli._mock_server import serve_until_stopped
 from cs2cap_account.testing import FakeCS2CapAPI
 
 STARTUP_TIMEOUT = 30.0
@@ -126,7 +127,7 @@ async def test_serving_in_process_announces_and_stops(
     api = FakeCS2CapAPI()
     stop = asyncio.Event()
     stop.set()
-    await _serve_until_stopped(api, stop)
+    await serve_until_stopped(api, stop)
     out = capsys.readouterr().out
     assert f"CS2C_API_KEY={api.root_key.reveal()}" in out
     assert f"CS2C_SESSION_TOKEN={api.session_token.reveal()}" in out

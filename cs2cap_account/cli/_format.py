@@ -31,6 +31,7 @@ __all__ = [
     "emit_json",
     "jsonable",
     "key_info_rows",
+    "print_once",
     "print_rows",
     "rate_limit_text",
     "reissued_json",
@@ -108,6 +109,12 @@ def print_rows(rows: Rows, out: TextIO, *, indent: str = "  ") -> None:
     width = max((len(label) for label, _ in rows), default=0)
     for label, value in rows:
         print(f"{indent}{label:<{width}}  {value}", file=out)
+
+
+def print_once(kind: str, key: SecretKey, out: TextIO) -> None:
+    """Print a key the API has just issued, in plaintext: it is shown once and never again."""
+    print(f"The new {kind} key, shown this once (store it now):", file=out)
+    print(key.reveal(), file=out, flush=True)
 
 
 def ago(moment: dt.datetime, now: dt.datetime) -> str:

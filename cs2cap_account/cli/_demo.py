@@ -4,11 +4,12 @@ It starts `FakeCS2CapAPI` in this process on 127.0.0.1 (no network, no real key)
 walks through key metadata and rate limits, a scheduled and an on-demand rotation with
 callbacks, child keys re-created, a 429 absorbed by backoff, and a lost reissue response
 recovered with the session token. Every key is printed redacted, as `SecretKey` prints.
-Imported only by the command line.
+Imported only when the command runs.
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import time
 from typing import TextIO
@@ -22,11 +23,16 @@ from cs2cap_account import (
     RetryEvent,
     RotationEvent,
 )
-from cs2cap_account._cli_format import ago, rate_limit_text
 from cs2cap_account._session import describe_error
+from cs2cap_account.cli._format import ago, rate_limit_text
 from cs2cap_account.testing import FakeCS2CapAPI
 
-__all__ = ["run_demo"]
+__all__ = ["demo", "run_demo"]
+
+
+async def demo(args: argparse.Namespace, out: TextIO) -> int:
+    """`cs2cap-account demo`: run the demo, printing to `out`."""
+    return await run_demo(out)
 
 
 async def run_demo(out: TextIO) -> int:  # noqa: PLR0915 - one script, read top to bottom

@@ -1,4 +1,4 @@
-"""The `cs2cap-account` command (also `python -m cs2cap_account`).
+"""The `cs2cap-account` argument parser: argparse, and nothing the commands need to run.
 
 One subparser per command; each leaf sets `run`, a function returning the exit status::
 
@@ -10,91 +10,67 @@ One subparser per command; each leaf sets `run`, a function returning the exit s
     cs2cap-account mock-server [--host 127.0.0.1] [--port 8765] [--tier quant] ...
     cs2cap-account demo
 
-The API commands read the key from `CS2C_API_KEY` (or `--api-key-env VAR`), a session
-token from `CS2C_SESSION_TOKEN` and the base URL from `CS2C_API_BASE`. An error is one
-line on stderr and an exit status per kind of failure (`ExitStatus`, listed in `--help`).
-
-`mock-server` serves the fake Account API (`cs2cap_account.testing.FakeCS2CapAPI`) until
-interrupted; point any client at it with `CS2C_API_BASE=http://127.0.0.1:8765/v1`.
-`demo` runs the same fake in-process and walks through the SDK against it.
+`run` imports its command's module only when it is called, so parsing (and `--help`)
+loads argparse and the standard library, not the client, aiohttp or the fake.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import datetime as dt
-import enum
-import logging
+import importlib
 import re
-import signal
-import sys
 import textwrap
-from collections.abc import Callable, Coroutine, Iterator
-from typing import TYPE_CHECKING, Any, Final, NoReturn, TextIO
+from collections.abc import Callable
+from typing import Any, Final, NoReturn
 
-from cs2cap_account import _cli_commands as commands
-from cs2cap_account._secret import redact_text
-from cs2cap_account.errors import (
-    APIConnectionError,
-    AuthenticationError,
-    CS2CapError,
-    KeyLostError,
-    PermissionDeniedError,
-    RateLimitError,
-    ReissueOutcomeUnknownError,
-    RotationError,
+from cs2cap_account._constants import (
+    API_KEY_ENV,
+    BASE_URL_ENV,
+    DEFAULT_BASE_URL,
+    SESSION_TOKEN_ENV,
+    __version__,
 )
+from cs2cap_account.cli._exit import EXIT_STATUS_HELP, ExitStatus
 
-if TYPE_CHECKING:  # the fake is imported only when `mock-server` or `demo` runs
-    from cs2cap_account.testing import FakeCS2CapAPI
-
-__all__ = ["ExitStatus", "build_parser", "exit_status_for", "main", "parse_duration"]
+__all__ = ["PROG", "build_parser", "parse_duration"]
 
 _TIERS = ("free", "starter", "pro", "quant")
-_PROG: Final = "cs2cap-account"
+PROG: Final = "cs2cap-account"
 
-
-class ExitStatus(enum.IntEnum):
-    """The command's exit status: one per kind of failure."""
-
-    OK = 0
-    ERROR = 1
-    USAGE = 2
-    AUTH = 3
-    PERMISSION = 4
-    RATE_LIMIT = 5
-    NETWORK = 6
-    ROTATION = 7
-    INTERRUPTED = 130
-
-
-_EXIT_STATUS_HELP: Final = """\
-exit status:
-  0    success
-  1    an API error not listed below (400, 404, 409, 422, 5xx), a malformed
-       response, a key store that cannot be used, or a declined confirmation
-  2    usage: bad arguments, no credential, `key reissue` without --yes when
-       stdin is not a terminal, or --redis without the redis extra
-  3    authentication: the key is unknown, revoked or expired (HTTP 401)
-  4    permission denied, e.g. a child key on a key-management route (HTTP 403)
-  5    rate limited (HTTP 429) beyond what retries absorb
-  6    network: the API could not be reached, or did not answer in time
-  7    rotation: a reissue or rotation did not complete (lost response, unknown
-       outcome, new key not saved); the message says what state the key is in
-  130  interrupted (Ctrl-C); `rotate` exits 0 on SIGTERM or SIGINT
-"""
-
-_ENVIRONMENT_HELP: Final = """\
+_ENVIRONMENT_HELP: Final = f"""\
 environment:
-  CS2C_API_KEY        the API key (or name another variable with --api-key-env)
-  CS2C_SESSION_TOKEN  a session JWT: used when there is no API key; `key reissue`
-                      prefers it; `rotate` recovers a lost reissue with it
-  CS2C_API_BASE       the API's base URL (default: https://api.cs2c.app/v1)
+  {API_KEY_ENV:<18}  the API key (or name another variable with --api-key-env)
+  {SESSION_TOKEN_ENV:<18}  a session JWT: used when there is no API key; `key reissue`
+                      prefers it; `rotate` and `key reissue --store` recover a lost
+                      reissue with it
+  {BASE_URL_ENV:<18}  the API's base URL (default: {DEFAULT_BASE_URL})
 """
 
-_EPILOG: Final = _ENVIRONMENT_HELP + "\n" + _EXIT_STATUS_HELP
+_EPILOG: Final = _ENVIRONMENT_HELP + "\n" + EXIT_STATUS_HELP
+
+
+def _later(
+    module: str, name: str, *, log_level: str = "WARNING", wrap: bool = True
+) -> Callable[[argparse.Namespace], int]:
+    """A leaf's `run`: import `cs2cap_account.cli.<module>` when called, run `name` from it.
+
+    With `wrap` (every API command) `name` is a coroutine function run by `_run.run_command`
+    in its own event loop, with the SDK's logs at `log_level` (a `logging` level's name:
+    `logging` itself is not imported to parse) and one-line errors; otherwise it is called
+    as is.
+    """
+
+    def run(args: argparse.Namespace) -> int:
+        command = getattr(importlib.import_module(f"cs2cap_account.cli.{module}"), name)
+        if not wrap:
+            status: int = command(args)
+            return status
+        from cs2cap_account.cli._run import run_command
+
+        return run_command(command, args, log_level=log_level)
+
+    return run
 
 
 class _Parser(argparse.ArgumentParser):
@@ -109,6 +85,8 @@ class _Parser(argparse.ArgumentParser):
         """Print `prog: error: message` on one line and exit with the usage status."""
         text = " ".join(message.split())
         if self.redact_errors:  # a key pasted in the wrong place is not echoed back
+            from cs2cap_account._secret import redact_text  # hmac: only for an error
+
             text = redact_text(text)
         self.exit(ExitStatus.USAGE, f"{self.prog}: error: {text} (see --help)\n")
 
@@ -165,7 +143,7 @@ def _api_options(parser: argparse.ArgumentParser, *, json_output: bool = True) -
     parser.add_argument(
         "--api-key-env",
         metavar="VAR",
-        help="read the API key from the environment variable VAR (default: CS2C_API_KEY)",
+        help=f"read the API key from the environment variable VAR (default: {API_KEY_ENV})",
     )
     parser.add_argument(
         "--timeout",
@@ -212,7 +190,7 @@ def _wrap(text: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser: one subparser per command."""
     parser = _Parser(
-        prog=_PROG,
+        prog=PROG,
         description=_wrap(
             "Tools for the CS2Cap Account API: show and reissue the root key, run "
             "scheduled rotation, manage child keys, serve a fake API, or run the demo."
@@ -225,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="show the SDK's logs (logger cs2cap_account, DEBUG) on stderr",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     top = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_key(top)
     _add_rotate(top)
@@ -240,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
         "redacted.",
     )
     _verbose_option(demo)
-    demo.set_defaults(run=_async_command(_run_demo, log_level=logging.ERROR))
+    demo.set_defaults(run=_later("_demo", "demo", log_level="ERROR"))
     return parser
 
 
@@ -256,7 +235,7 @@ def _add_key(top: Any) -> None:
         "rate limit the server reported for it.",
     )
     _api_options(show)
-    show.set_defaults(run=_async_command(commands.key_show))
+    show.set_defaults(run=_later("_key", "key_show"))
 
     reissue = _command(
         actions,
@@ -264,10 +243,13 @@ def _add_key(top: Any) -> None:
         help="replace the root key (revokes it and every child key)",
         description="Reissue the root key: the old root key and every child key are "
         "revoked at once. Asks for confirmation on a terminal; elsewhere pass --yes. The "
-        "new key is printed once, or with --store saved in that key file as its next "
-        "generation (1 if empty) and shown redacted. Uses CS2C_SESSION_TOKEN when set "
-        "(it works even if the current key is revoked or lost), else the API key, else "
-        "the key in --store.",
+        f"new key is printed once. Without --store it uses {SESSION_TOKEN_ENV} when set (it "
+        "works even if the current key is revoked or lost), else the API key. With --store "
+        "it rotates the key in that key file as KeyRotator does: a journal is written "
+        "first, the new key is saved as the next generation and shown redacted, and a "
+        "journal left open by a crash or a lost response is finished instead of reissuing "
+        f"again ({SESSION_TOKEN_ENV} recovers a lost key). The key comes from the file, or "
+        f"from {API_KEY_ENV} while the file is empty.",
     )
     reissue.add_argument(
         "--store",
@@ -276,7 +258,7 @@ def _add_key(top: Any) -> None:
     )
     reissue.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     _api_options(reissue)
-    reissue.set_defaults(run=_async_command(commands.key_reissue))
+    reissue.set_defaults(run=_later("_key", "key_reissue"))
 
 
 def _add_rotate(top: Any) -> None:
@@ -288,7 +270,7 @@ def _add_rotate(top: Any) -> None:
         "reissue the root key when it is older than --max-age or within --before-expiry "
         "of expiring. Each new key is saved in the store before anything else. Logs go "
         "to stderr, one line per rotation to stdout. SIGTERM or Ctrl-C stops it (exit "
-        "0). The key comes from CS2C_API_KEY, or from the store once it holds one.",
+        f"0). The key comes from {API_KEY_ENV}, or from the store once it holds one.",
     )
     rotate.add_argument(
         "--max-age",
@@ -312,7 +294,7 @@ def _add_rotate(top: Any) -> None:
     rotate.add_argument(
         "--recovery-token-env",
         metavar="VAR",
-        help="session JWT to recover a lost reissue response (default: CS2C_SESSION_TOKEN)",
+        help=f"session JWT to recover a lost reissue response (default: {SESSION_TOKEN_ENV})",
     )
     rotate.add_argument(
         "--check-interval",
@@ -329,7 +311,7 @@ def _add_rotate(top: Any) -> None:
     )
     rotate.add_argument("--once", action="store_true", help="check (and rotate if due) once")
     _api_options(rotate, json_output=False)
-    rotate.set_defaults(run=_async_command(commands.rotate, log_level=logging.INFO))
+    rotate.set_defaults(run=_later("_rotate", "rotate", log_level="INFO"))
 
 
 def _add_sub_keys(top: Any) -> None:
@@ -338,7 +320,7 @@ def _add_sub_keys(top: Any) -> None:
 
     listing = _command(actions, "list", help="list every active child key")
     _api_options(listing)
-    listing.set_defaults(run=_async_command(commands.sub_keys_list))
+    listing.set_defaults(run=_later("_sub_keys", "sub_keys_list"))
 
     create = _command(actions, "create", help="create a child key (its plaintext is printed once)")
     create.add_argument("--name", required=True, help="the child key's name")
@@ -349,10 +331,10 @@ def _add_sub_keys(top: Any) -> None:
         "--quota-override", type=_positive_int, metavar="N", help="requests per month"
     )
     _api_options(create)
-    create.set_defaults(run=_async_command(commands.sub_keys_create))
+    create.set_defaults(run=_later("_sub_keys", "sub_keys_create"))
 
     _key_id_command(
-        actions, "get", commands.sub_keys_get, help="show one child key and its usage this month"
+        actions, "get", "sub_keys_get", help="show one child key and its usage this month"
     )
 
     update = _command(
@@ -375,23 +357,23 @@ def _add_sub_keys(top: Any) -> None:
     )
     quota.add_argument("--clear-quota-override", action="store_true", help="remove it")
     _api_options(update)
-    update.set_defaults(run=_async_command(commands.sub_keys_update))
+    update.set_defaults(run=_later("_sub_keys", "sub_keys_update"))
 
-    _key_id_command(actions, "delete", commands.sub_keys_delete, help="revoke a child key")
+    _key_id_command(actions, "delete", "sub_keys_delete", help="revoke a child key")
     _key_id_command(
         actions,
         "reissue",
-        commands.sub_keys_reissue,
+        "sub_keys_reissue",
         help="replace a child key (same name and overrides; printed once)",
     )
 
 
-def _key_id_command(actions: Any, name: str, run: AsyncCommand, *, help: str) -> None:
+def _key_id_command(actions: Any, name: str, command: str, *, help: str) -> None:
     """A `sub-keys` action that takes one child key ID and the usual API options."""
     parser = _command(actions, name, help=help)
     parser.add_argument("key_id", metavar="ID")
     _api_options(parser)
-    parser.set_defaults(run=_async_command(run))
+    parser.set_defaults(run=_later("_sub_keys", command))
 
 
 def _add_mock_server(top: Any) -> None:
@@ -425,164 +407,6 @@ def _add_mock_server(top: Any) -> None:
         metavar="SECONDS",
         help="length of the per-key rate window (default: %(default)s)",
     )
-    mock.set_defaults(run=_run_mock_server, command_parser=mock)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the command line in `argv` (default: `sys.argv[1:]`); return the exit status.
-
-    Usage errors print one line and return 2; `--help` returns 0. Every other failure
-    is one line on stderr and the `ExitStatus` of its kind, never a traceback.
-    """
-    try:
-        args = build_parser().parse_args(argv)
-        status: int = args.run(args)
-    except SystemExit as exc:  # argparse's way of reporting --help and usage errors
-        return exc.code if isinstance(exc.code, int) else 0
-    return status
-
-
-# -- running a command ----------------------------------------------------------------------
-
-AsyncCommand = Callable[[argparse.Namespace, TextIO], Coroutine[Any, Any, int]]
-
-
-# The first matching class decides: a lost or unknown reissue outranks "network".
-_STATUS_BY_ERROR: Final[tuple[tuple[type[BaseException], ExitStatus], ...]] = (
-    (RotationError, ExitStatus.ROTATION),
-    (KeyLostError, ExitStatus.ROTATION),
-    (ReissueOutcomeUnknownError, ExitStatus.ROTATION),
-    (AuthenticationError, ExitStatus.AUTH),
-    (PermissionDeniedError, ExitStatus.PERMISSION),
-    (RateLimitError, ExitStatus.RATE_LIMIT),
-    (APIConnectionError, ExitStatus.NETWORK),
-    (commands.UsageError, ExitStatus.USAGE),
-)
-
-
-def exit_status_for(error: BaseException) -> ExitStatus:
-    """The exit status for an error a command raised (`ERROR` for any other)."""
-    for kind, status in _STATUS_BY_ERROR:
-        if isinstance(error, kind):
-            return status
-    return ExitStatus.ERROR
-
-
-def _async_command(
-    command: AsyncCommand, *, log_level: int = logging.WARNING
-) -> Callable[[argparse.Namespace], int]:
-    """Wrap `command` to run in its own event loop, with logging, mapping errors to status."""
-
-    def run(args: argparse.Namespace) -> int:
-        with _logging_to_stderr(args.verbose, log_level):
-            try:
-                return asyncio.run(command(args, sys.stdout))
-            except (CS2CapError, commands.UsageError, commands.Declined) as exc:
-                return _fail(exc, exit_status_for(exc))
-            except (KeyboardInterrupt, asyncio.CancelledError):
-                print(f"{_PROG}: interrupted", file=sys.stderr)
-                return ExitStatus.INTERRUPTED
-            except Exception as exc:  # a bug: still one line, the details with --verbose
-                logging.getLogger("cs2cap_account.cli").debug("unexpected error", exc_info=True)
-                return _fail(exc, ExitStatus.ERROR, prefix=f"unexpected {type(exc).__name__}: ")
-
-    return run
-
-
-def _fail(error: BaseException, status: ExitStatus, *, prefix: str = "") -> int:
-    message = prefix + (str(error) or type(error).__name__)
-    if isinstance(error, KeyLostError):
-        message += (
-            f" (from here: set {commands.SESSION_TOKEN_ENV} and run "
-            f"`{_PROG} key reissue`, with --store PATH to save the key)"
-        )
-    print(f"{_PROG}: error: {redact_text(' '.join(message.split()))}", file=sys.stderr)
-    return status
-
-
-class _RedactingFormatter(logging.Formatter):
-    """A second line of defence: anything shaped like a key is redacted in every line."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return redact_text(super().format(record))
-
-
-@contextlib.contextmanager
-def _logging_to_stderr(verbose: bool, level: int) -> Iterator[None]:
-    """Send the `cs2cap_account` logs at `level` (DEBUG if `verbose`) to stderr."""
-    sdk = logging.getLogger("cs2cap_account")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    saved = sdk.level, sdk.propagate
-    sdk.addHandler(handler)
-    sdk.setLevel(logging.DEBUG if verbose else level)
-    sdk.propagate = False
-    try:
-        yield
-    finally:
-        sdk.removeHandler(handler)
-        sdk.setLevel(saved[0])
-        sdk.propagate = saved[1]
-
-
-async def _run_demo(args: argparse.Namespace, out: TextIO) -> int:
-    from cs2cap_account._demo import run_demo
-
-    return await run_demo(out)
-
-
-def _run_mock_server(args: argparse.Namespace) -> int:
-    from cs2cap_account.testing import FakeCS2CapAPI
-
-    try:
-        api = FakeCS2CapAPI(
-            tier=args.tier,
-            root_key=args.root_key,
-            session_token=args.session_token,
-            rate_limits=args.rate_limits,
-            rate_window=args.rate_window,
-            host=args.host,
-            port=args.port,
-        )
-    except ValueError as exc:
-        args.command_parser.error(str(exc))
-    try:
-        asyncio.run(_serve_until_stopped(api))
-    except KeyboardInterrupt:  # pragma: no cover - Windows, where signals are not handled
-        pass
-    except OSError as exc:
-        print(f"cs2cap-account mock-server: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-async def _serve_until_stopped(api: FakeCS2CapAPI, stop: asyncio.Event | None = None) -> None:
-    """Serve `api` until SIGINT, SIGTERM or `stop` is set."""
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    handled = []
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):  # not on Windows
-            loop.add_signal_handler(signum, stop.set)
-            handled.append(signum)
-    try:
-        async with api:
-            _announce(api)
-            await stop.wait()
-    finally:
-        for signum in handled:
-            loop.remove_signal_handler(signum)
-    print("cs2cap-account mock-server: stopped", file=sys.stderr, flush=True)
-
-
-def _announce(api: FakeCS2CapAPI) -> None:
-    # A fake server with fake keys: printing them is the point, so clients can use them.
-    print(f"CS2C_API_BASE={api.base_url}")
-    print(f"CS2C_API_KEY={api.root_key.reveal()}")
-    print(f"CS2C_SESSION_TOKEN={api.session_token.reveal()}", flush=True)
-    print(
-        f"cs2cap-account mock-server: fake {api.tier}-tier account on {api.base_url}; "
-        "Ctrl-C to stop",
-        file=sys.stderr,
-        flush=True,
+    mock.set_defaults(
+        run=_later("_mock_server", "run_mock_server", wrap=False), command_parser=mock
     )

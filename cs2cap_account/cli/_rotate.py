@@ -1,0 +1,138 @@
+"""`cs2cap-account rotate`: the KeyRotator as a long-lived process, or one check."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import logging
+from typing import Final, TextIO
+
+from cs2cap_account._client import AccountClient
+from cs2cap_account._constants import API_KEY_ENV
+from cs2cap_account._models import KeyInfo
+from cs2cap_account.cli._common import (
+    api_key,
+    make_client,
+    open_store,
+    recovery_token,
+    stop_on_signals,
+    unless_stopped,
+)
+from cs2cap_account.cli._exit import UsageError
+from cs2cap_account.cli._format import ago
+from cs2cap_account.rotation import KeyRotator, RotationEvent
+from cs2cap_account.stores import KeyStore
+
+__all__ = ["rotate"]
+
+logger: Final = logging.getLogger("cs2cap_account.cli")
+
+
+async def rotate(args: argparse.Namespace, out: TextIO) -> int:
+    """`rotate`: run the KeyRotator until SIGTERM/SIGINT, or for one check with `--once`."""
+    if args.max_age is None and args.before_expiry is None:
+        raise UsageError("rotate needs --max-age or --before-expiry (or both)")
+    store = open_store(args)
+    try:
+        record = await store.load()
+        key = api_key(args) or (record.key if record is not None else None)
+        if key is None:
+            raise UsageError(
+                f"no root key: set {API_KEY_ENV} (or --api-key-env VAR), or use a store "
+                "that already holds one"
+            )
+        token = recovery_token(args)
+        async with make_client(args, api_key=key, session_token=None) as client:
+            rotator = KeyRotator(
+                client,
+                store=store,
+                max_age=args.max_age,
+                before_expiry=args.before_expiry,
+                check_interval=args.check_interval,
+                recovery_token=token,
+                recreate_sub_keys=args.recreate_sub_keys,
+            )
+
+            def report(event: RotationEvent) -> None:
+                _report_rotation(event, store, out)
+
+            rotator.on_rotate(report)
+            with stop_on_signals() as stop:
+                try:
+                    if args.once:
+                        return await _check_once(rotator, client, args, stop, out)
+                    return await _run_until_stopped(rotator, args, stop)
+                finally:
+                    await rotator.stop()
+    finally:
+        await store.aclose()
+
+
+async def _check_once(
+    rotator: KeyRotator,
+    client: AccountClient,
+    args: argparse.Namespace,
+    stop: asyncio.Event,
+    out: TextIO,
+) -> int:
+    finished, event = await unless_stopped(rotator.check(), stop)
+    if not finished:
+        logger.info("stopped before the check finished")
+        return 0
+    if event is None:
+        info = await client.get_key()
+        print(_not_due(info, client.clock.now(), args), file=out, flush=True)
+    return 0
+
+
+def _not_due(info: KeyInfo, now: dt.datetime, args: argparse.Namespace) -> str:
+    due: list[dt.datetime] = []
+    if args.max_age is not None:
+        due.append(info.created_at + args.max_age)
+    if args.before_expiry is not None and info.expires_at is not None:
+        due.append(info.expires_at - args.before_expiry)
+    when = f"; due {ago(min(due), now)}" if due else ""
+    return (
+        f"Root key {info.id} is not due for rotation (created {ago(info.created_at, now)}{when})."
+    )
+
+
+async def _run_until_stopped(
+    rotator: KeyRotator, args: argparse.Namespace, stop: asyncio.Event
+) -> int:
+    # The first check runs in the foreground, so a wrong key or an unreachable API ends
+    # the command with its exit status instead of being retried in the background.
+    finished, _ = await unless_stopped(rotator.check(), stop)
+    if finished:
+        loop = rotator.start()
+        logger.info(
+            "rotating the root key (generation %d) when due; checking every %g s; "
+            "SIGTERM or Ctrl-C stops",
+            rotator.generation,
+            args.check_interval,
+        )
+        # The schedule never ends by itself; if it did, its error is the command's.
+        await unless_stopped(loop, stop)
+    logger.info("stopping")
+    return 0
+
+
+def _report_rotation(event: RotationEvent, store: KeyStore, out: TextIO) -> None:
+    """Print one line per new key (redacted), for the log of a long-running `rotate`."""
+    if event.reason == "adopted":  # another process (or `key reissue --store`) rotated
+        line = (
+            f"{event.rotated_at.isoformat()} adopted the root key {event.key_id} "
+            f"(generation {event.generation}, key {event.new_key}) from {store!r}"
+        )
+    else:
+        line = (
+            f"{event.rotated_at.isoformat()} rotated the root key {event.previous_key_id} -> "
+            f"{event.key_id} (generation {event.generation}, reason {event.reason}); "
+            f"new key {event.new_key} saved in {store!r}"
+        )
+    if event.sub_keys:
+        line += "; re-created child keys: " + ", ".join(sorted(event.sub_keys))
+    if event.sub_key_errors:
+        line += "; could not re-create: " + ", ".join(sorted(event.sub_key_errors))
+    print(line, file=out, flush=True)
