@@ -39,13 +39,8 @@ LOST_WITHOUT_RECOVERY: Final = (
 
 
 def _rescuer(client: AccountClient, token: SecretKey) -> AccountClient:
-    """A client sending `token` instead of the root key, for the recovery's requests."""
-    return AccountClient(
-        session_token=token,
-        base_url=client.base_url,
-        clock=client.clock,
-        allow_insecure_http=True,  # the same base URL the main client already accepted
-    )
+    """A copy of `client` sending `token` instead of the root key, sharing the rest."""
+    return client.with_credential(session_token=token)
 
 
 @attrs.define

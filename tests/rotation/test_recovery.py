@@ -10,9 +10,11 @@ from cs2cap_account import (
     AccountClient,
     AuthenticationError,
     FakeClock,
+    Hooks,
     KeyRecord,
     KeyRotator,
     MemoryKeyStore,
+    RequestEvent,
     RotationError,
     RotationEvent,
 )
@@ -70,6 +72,27 @@ async def test_crash_after_reissue_before_save_recovers_with_the_token(
     record = await store.load()
     assert record is not None
     assert (record.generation, record.pending, record.key) == (2, None, api.root_key)
+
+
+async def test_a_recovery_goes_through_the_callers_client_settings(
+    api: FakeCS2CapAPI, clock: FakeClock
+) -> None:
+    """The recovery's requests (the session JWT's look at the active key, its reissue) are
+    sent through a copy of the rotator's client: the caller's `on_request` hook sees them.
+    """
+    store = await journaled_store(api, clock)
+    async with AccountClient(api.root_key, base_url=api.base_url, clock=clock) as crashed:
+        await crashed.reissue_key()  # the response the crashed process never saved
+    seen: list[RequestEvent] = []
+    async with AccountClient(
+        api.root_key, base_url=api.base_url, clock=clock, hooks=Hooks(on_request=[seen.append])
+    ) as client:
+        rotator = KeyRotator(client, store=store, recovery_token=api.session_token)
+        await rotator.check()
+    assert rotator.recoveries == 1
+    reissues = [e for e in seen if e.method == "POST" and e.path.endswith("/key/reissue")]
+    assert len(reissues) == 1
+    assert api.reissues == 2
 
 
 async def test_crash_after_reissue_without_token_reports_and_halts(
