@@ -20,6 +20,7 @@ from cs2cap_account import (
     RequestEvent,
     ResponseEvent,
     RotationError,
+    SecretKey,
 )
 from cs2cap_account.rotation import Step
 from cs2cap_account.testing import FakeCS2CapAPI, after_step
@@ -162,6 +163,39 @@ async def test_store_down_after_reissue_keeps_key_in_memory_then_saves_it(
     assert event is not None and event.generation == 2
     assert api.reissues == 1
     assert await stored_key_works(api, store)
+
+
+async def test_a_key_held_in_memory_is_kept_aside_when_the_store_moves_past_it(
+    api: FakeCS2CapAPI, client: AccountClient
+) -> None:
+    """The new key could not be saved, and before this process could save it the store
+    took another record at the next generation (written by hand, say, with a key that does
+    not work): the held key is kept aside there, never dropped. The stored key is adopted,
+    refused, and the kept-aside key, which works, is promoted: no second reissue.
+    """
+    store = FlakyStore()
+    rotator = KeyRotator(client, store=store)
+    store.failing = lambda record: record.generation == 2
+    with pytest.raises(RotationError, match="could not be saved"):
+        await rotator.rotate_now()
+    held = api.root_key
+    assert client.api_key == held
+
+    store.failing = lambda record: False
+    journaled = await store.load()
+    assert journaled is not None
+    elsewhere = SecretKey("sk_live_root_" + "7" * 24 + "XXXX")  # never issued
+    await store.save(
+        attrs.evolve(journaled, generation=2, key=elsewhere, key_id="key_elsewhere", pending=None),
+        expected_generation=1,
+    )
+    await rotator.check()
+
+    record = await store.load()
+    assert record is not None
+    assert (record.generation, record.key, record.kept_aside) == (3, held, ())
+    assert client.api_key == held
+    assert api.reissues == 1
 
 
 async def test_refused_reissue_closes_the_journal(
