@@ -57,5 +57,6 @@ async def test_a_removed_hook_is_not_called_again(
 
 def test_a_step_compares_equal_to_its_name() -> None:
     """A `Step` is its string value too, so hooks written for names keep working."""
-    assert Step.SAVED == "saved"
+    name: str = Step.SAVED
+    assert name == "saved"
     assert Step("reissued") is Step.REISSUED
