@@ -81,12 +81,7 @@ class KeyRotator:
         recreate_sub_keys: bool = False,
         callback_timeout: float = 30.0,
     ) -> None:
-        if client.api_key is None:
-            raise ValueError("KeyRotator needs a client holding the root API key it rotates")
-        if check_interval <= 0 or callback_timeout <= 0:
-            raise ValueError("check_interval and callback_timeout must be positive")
-        if not 0 <= jitter < 1:
-            raise ValueError("jitter must be a fraction in [0, 1)")
+        _check_settings(client, check_interval, callback_timeout, jitter)
         self._client = client
         self._clock = client.clock
         self._store: KeyStore = store if store is not None else MemoryKeyStore()
@@ -271,3 +266,15 @@ class KeyRotator:
             self._inflight = None
         if not task.cancelled():
             task.exception()  # retrieved: a rotation nobody awaited any more is not "lost"
+
+
+def _check_settings(
+    client: AccountClient, check_interval: float, callback_timeout: float, jitter: float
+) -> None:
+    """Refuse a rotator that could not work: `ValueError` saying why."""
+    if client.api_key is None:
+        raise ValueError("KeyRotator needs a client holding the root API key it rotates")
+    if check_interval <= 0 or callback_timeout <= 0:
+        raise ValueError("check_interval and callback_timeout must be positive")
+    if not 0 <= jitter < 1:
+        raise ValueError("jitter must be a fraction in [0, 1)")
