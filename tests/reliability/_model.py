@@ -6,12 +6,22 @@ and its own local clock) and a `SharedStore` that can be emptied or made to fail
 checks the invariants of never losing the key, and at the end `Fleet.settle()` stops
 every fault and runs checks until the fleet is quiet, then the final invariants hold.
 
+Actions: `rotate_now()` (sometimes cancelled), `check()`, a scheduled round (the clock
+moves by `check_interval`, every process checks), a jump of one process's local clock,
+a store reset, a store outage, a reset or outage armed for the k-th store operation of a
+rotator (so it lands mid-rotation), a fault on the next reissue (dropped before or after
+the server acted, 5xx, HTML body, truncated JSON, or complete but not as the contract
+spells it), an ordinary call, a cancellation armed for a rotator's k-th event (its caller
+giving up, or `stop()`), and an interleaving: one rotation paused at its k-th event while
+another process acts, until that one ends or waits for the paused one's lock.
+
 Everything runs on one event loop, one action at a time, on virtual time: the fake and the
 clients share a `FakeClock`, and each process reads the wall clock through a
 `SkewedClock` of its own, so its local time can jump while the server's does not.
-Cancellations and mid-rotation store faults are triggered at the k-th event of a
-rotator (an HTTP request, a store operation, a protocol step), never after real time,
-so a seed replays the same story.
+Cancellations, pauses and mid-rotation store faults happen at the k-th event of a rotator
+(an HTTP request, a store operation, a protocol step), never after some real time or
+number of loop iterations (which a TCP round trip does not fix), so a seed replays the
+same story, outcomes included.
 
 Invariants after every step:
 
@@ -87,6 +97,7 @@ ACTIONS: Final = (
     ("reissue_fault", 8),
     ("ordinary_call", 8),
     ("arm_cancellation", 5),
+    ("interleave", 8),
 )
 # Faults on the next reissue that the server survives with the key delivered (or not made).
 DELIVERED_FAULTS: Final = (
@@ -144,6 +155,13 @@ class SharedStore:
         self._memory = MemoryKeyStore()
         self._path = None if directory is None else directory / "key.json"
         self.views: list[StoreView] = []
+        # Who holds each rotation lock: the file store's is one lock file for all; a
+        # memory store's goes with the instance (a reset makes a new one, lock and all).
+        self.holders: dict[int, int] = {}
+
+    def lock_identity(self, inner: KeyStore) -> int:
+        """Which lock `inner.lock()` takes."""
+        return 0 if self._path is not None else id(inner)
 
     def backend(self) -> KeyStore:
         """A fresh handle on the underlying store (a file store per process, as in life)."""
@@ -200,8 +218,20 @@ class StoreView:
     async def lock(self) -> AsyncIterator[None]:
         """The underlying store's rotation lock."""
         await self._enter("lock")
-        async with self.inner.lock():
-            yield
+        inner = self.inner
+        identity = self.shared.lock_identity(inner)
+        holder = self.shared.holders.get(identity)
+        if holder is not None and holder != self.owner:
+            self.fleet.note(f"  r{self.owner} waits for r{holder}'s lock")
+            self.fleet.waiting.add(asyncio.current_task())
+            self.fleet.block_signal.set()
+        async with inner.lock():
+            self.fleet.waiting.discard(asyncio.current_task())
+            self.shared.holders[identity] = self.owner
+            try:
+                yield
+            finally:
+                self.shared.holders.pop(identity, None)
 
     async def aclose(self) -> None:
         """Close the underlying handle."""
@@ -235,10 +265,11 @@ class Process:
     clock: SkewedClock
     has_token: bool
     fired: list[str] = attrs.field(factory=list)  # key ids, in callback order
-    held: list[str] = attrs.field(factory=list)  # distinct key ids held at step ends
     durable: set[str] = attrs.field(factory=set)  # held while the store had it, no journal
     store_trigger: Trigger | None = None
     cancel_trigger: Trigger | None = None
+    park_trigger: Trigger | None = None
+    gate: asyncio.Event | None = None  # set while parked: the scheduler opens it
     action: asyncio.Task[Any] | None = None
 
 
@@ -247,7 +278,6 @@ class Fleet:
     """The fake, the store, three processes, and everything the invariants need."""
 
     seed: int
-    rng: random.Random
     clock: FakeClock
     api: FakeCS2CapAPI
     store: SharedStore
@@ -257,11 +287,15 @@ class Fleet:
     secrets: dict[str, int] = attrs.field(factory=dict)  # plaintext -> K<n>
     story: list[str] = attrs.field(factory=list)
     faults: Counter[str] = attrs.field(factory=Counter)
+    reasons: Counter[str] = attrs.field(factory=Counter)  # callbacks fired, by event reason
     pending_fates: list[str] = attrs.field(factory=list)  # mangles for the next reissues
     write_violations: list[str] = attrs.field(factory=list)
     unexpected: list[str] = attrs.field(factory=list)
     background: list[asyncio.Task[Any]] = attrs.field(factory=list)
     rotations: dict[int, asyncio.Task[RotationEvent]] = attrs.field(factory=dict)
+    park_signal: asyncio.Event = attrs.field(factory=asyncio.Event)
+    block_signal: asyncio.Event = attrs.field(factory=asyncio.Event)
+    waiting: set[asyncio.Task[Any] | None] = attrs.field(factory=set)  # for a lock
     without: frozenset[str] = frozenset()
     step: int = 0
     outage_left: int = 0
@@ -340,6 +374,15 @@ class Fleet:
                     self.store.outage = True
                     self.outage_left = 3
         self._count_cancel(owner, what)
+        park = process.park_trigger
+        if park is not None:
+            park.countdown -= 1
+            if park.countdown <= 0:
+                process.park_trigger = None
+                process.gate = gate = asyncio.Event()
+                self.note(f"  r{owner} paused at {what}")
+                self.park_signal.set()
+                await gate.wait()
 
     def _count_cancel(self, owner: int, what: str) -> None:
         process = self.processes[owner]
@@ -467,8 +510,6 @@ class Fleet:
             key_id = next((k for k, v in self.ordinals.items() if v == ordinal), None)
             if key_id is None:
                 continue
-            if not p.held or p.held[-1] != key_id:
-                p.held.append(key_id)
             stable = record is not None and record.pending is None and record.key == key
             if stable and ordinal != 0:
                 p.durable.add(key_id)
@@ -498,9 +539,55 @@ class Fleet:
 
     async def perform(self, owner: int | None, label: str, aw: Awaitable[Any]) -> str:
         """Run one action to its end (or its cancellation), and say how it ended."""
+        task = self.start(owner, aw)
+        outcome = await self.finish(owner, label, task)
+        await self.drain()
+        return outcome
+
+    def start(self, owner: int | None, aw: Awaitable[Any]) -> asyncio.Task[Any]:
+        """Start an action of process `owner` (its cancellation trigger may cancel it)."""
         task: asyncio.Task[Any] = asyncio.ensure_future(aw)
         if owner is not None:
             self.processes[owner].action = task
+        return task
+
+    async def until(self, task: asyncio.Task[Any], signal: asyncio.Event) -> None:
+        """Wait until `task` ends or `signal` is set (a pause, a wait for a lock)."""
+        waiter = asyncio.ensure_future(signal.wait())
+        try:
+            await asyncio.wait({task, waiter}, timeout=BOUND, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        signal.clear()
+
+    async def until_blocked(self, owner: int, task: asyncio.Task[Any]) -> None:
+        """Wait until `task` and what it left running in process `owner` (a rotation, a
+        catch-up after a 401) have each ended or wait for another process's lock.
+        """
+        rotator = self.processes[owner].rotator
+        while True:
+            inflight = rotator._inflight
+            running = [
+                t for t in (task, inflight, *rotator._background) if t is not None and not t.done()
+            ]
+            # The action waits for the rotation it started, or is itself waiting.
+            stuck = self.waiting | ({task} if inflight in self.waiting else set())
+            if all(t in stuck for t in running):
+                break
+            self.block_signal.clear()
+            waiter = asyncio.ensure_future(self.block_signal.wait())
+            try:
+                done, _ = await asyncio.wait(
+                    {*running, waiter}, timeout=BOUND, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                waiter.cancel()
+            if not done:
+                break
+        self.block_signal.clear()
+
+    async def finish(self, owner: int | None, label: str, task: asyncio.Task[Any]) -> str:
+        """Wait for an action started with `start()`, and say how it ended."""
         try:
             result = await asyncio.wait_for(asyncio.shield(task), BOUND)
         except asyncio.CancelledError:
@@ -521,9 +608,8 @@ class Fleet:
         else:
             outcome = "ok" if result is None else _describe(self, result)
         finally:
-            if owner is not None:
+            if owner is not None and self.processes[owner].action is task:
                 self.processes[owner].action = None
-        await self.drain()
         return outcome
 
     async def drain(self) -> None:
@@ -649,6 +735,7 @@ class ModelRun:
     recoveries: int
     mangled_salvaged: int
     mangled: int
+    reasons: Counter[str]
 
     def last_actions(self, count: int = STORY_LINES) -> list[str]:
         """The story's lines of the last `count` steps (each line starts with its step)."""
@@ -761,6 +848,43 @@ async def _ordinary_call(fleet: Fleet, rng: random.Random, p: Process) -> None:
     fleet.note(f"{label} -> {await fleet.perform(p.index, label, call)}")
 
 
+async def _interleave(fleet: Fleet, rng: random.Random, p: Process) -> None:
+    """Pause r_p's rotation at its k-th event, run another process's action meanwhile
+    (until it ends, or waits for r_p's lock), then let r_p go on.
+    """
+    q = rng.choice([other for other in fleet.processes if other is not p])
+    k = rng.randint(1, 12)
+    second = rng.choice(("check", "rotate_now", "get_key"))
+    fleet.faults["interleaving"] += 1
+    fleet.note(f"r{p.index}.rotate_now() paused at its event {k}; r{q.index}.{second}() meanwhile")
+    p.park_trigger = Trigger(k, "park")
+    fleet.park_signal.clear()
+    first = fleet.start(p.index, p.rotator.rotate_now())
+    await fleet.until(first, fleet.park_signal)
+    p.park_trigger = None
+    gate, p.gate = p.gate, None
+    if gate is not None:
+        if second == "check":
+            aw: Awaitable[object] = q.rotator.check()
+        elif second == "rotate_now":
+            aw = q.rotator.rotate_now()
+        else:
+            aw = q.client.get_key()
+        fleet.block_signal.clear()
+        then = fleet.start(q.index, aw)
+        await fleet.until_blocked(q.index, then)
+        fleet.note(f"  r{p.index} goes on")
+        gate.set()
+        first_outcome = await fleet.finish(p.index, "rotate_now", first)
+        then_outcome = await fleet.finish(q.index, second, then)
+        await fleet.drain()
+        fleet.note(f"  r{q.index}.{second}() -> {then_outcome}")
+    else:
+        first_outcome = await fleet.finish(p.index, "rotate_now", first)
+        await fleet.drain()
+    fleet.note(f"  r{p.index}.rotate_now() -> {first_outcome}")
+
+
 async def _arm_cancellation(fleet: Fleet, rng: random.Random, p: Process) -> None:
     k, kind = rng.randint(1, 20), rng.choice(("abandon", "stop"))
     p.cancel_trigger = Trigger(k, kind)
@@ -779,6 +903,7 @@ _DOERS: Final[dict[str, Callable[[Fleet, random.Random, Process], Awaitable[None
     "reissue_fault": _reissue_fault,
     "ordinary_call": _ordinary_call,
     "arm_cancellation": _arm_cancellation,
+    "interleave": _interleave,
 }
 
 
@@ -821,7 +946,7 @@ async def run(
                 tier="quant", rate_limits=False, clock=clock.monotonic, wall_clock=clock.now
             ) as api:
                 store = SharedStore(store_kind, directory)
-                fleet = Fleet(seed, rng, clock, api, store, without=_expand(without))
+                fleet = Fleet(seed, clock, api, store, without=_expand(without))
                 box.append(fleet)
                 fleet.ordinals[api.root_key_id] = 0
                 fleet.secrets[api.root_key.reveal()] = 0
@@ -867,6 +992,7 @@ async def _start(fleet: Fleet, tokens: list[bool]) -> None:
 
         def fired(event: RotationEvent, process: Process = process) -> None:
             process.fired.append(event.key_id)
+            fleet.reasons[event.reason.split()[0]] += 1
             fleet.note(f"  r{process.index} on_rotate({fleet.name_of_id(event.key_id)})")
 
         rotator.on_rotate(fired)
@@ -908,4 +1034,5 @@ async def _drive(fleet: Fleet, rng: random.Random, steps: int) -> ModelRun:
         recoveries=sum(p.rotator.recoveries for p in fleet.processes),
         mangled_salvaged=len(salvaged),
         mangled=len(mangled),
+        reasons=fleet.reasons,
     )

@@ -99,6 +99,7 @@ class Stats:
     model_steps: int = 0
     model_runs: int = 0
     model_faults: Counter[str] = attrs.field(factory=Counter)
+    model_outcomes: Counter[str] = attrs.field(factory=Counter)
     model_broken: list[str] = attrs.field(factory=list)
 
     def lines(self) -> list[str]:
@@ -124,6 +125,9 @@ class Stats:
             out.append(
                 f"model-based fault test: {self.model_steps} steps in {self.model_runs} runs; "
                 f"faults injected by kind: {dict(sorted(self.model_faults.items()))}"
+            )
+            out.append(
+                f"model-based fault test outcomes: {dict(sorted(self.model_outcomes.items()))}"
             )
             out.extend(f"model-based fault test broke: {line}" for line in self.model_broken)
         if self.tests_audited:

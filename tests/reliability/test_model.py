@@ -48,17 +48,20 @@ def _count(result: ModelRun) -> None:
     STATS.model_runs += 1
     STATS.model_steps += result.steps
     STATS.model_faults.update(result.faults)
-    STATS.model_faults["reissues"] += result.reissues
-    STATS.model_faults["recoveries"] += result.recoveries
-    STATS.model_faults["mangled_salvaged"] += result.mangled_salvaged
+    STATS.model_outcomes["reissues"] += result.reissues
+    STATS.model_outcomes["recoveries"] += result.recoveries
+    STATS.model_outcomes["mangled_responses"] += result.mangled
+    STATS.model_outcomes["mangled_responses_salvaged"] += result.mangled_salvaged
+    STATS.model_outcomes.update({f"callbacks_{k}": n for k, n in result.reasons.items()})
     if result.violations:
         STATS.model_broken.append(f"seed {result.seed} step {result.steps}: {result.violations[0]}")
 
 
 @pytest.mark.xfail(
     strict=False,
-    reason="the package still loses keys to store resets, outages and mangled responses "
-    "(the known cases of never losing the key); remove once they are fixed",
+    reason="the package still loses keys to store resets (generation numbers taken for key "
+    "identity), to outages during a save, and to complete but mangled reissue responses, and "
+    "skips callbacks after a reset or a stop(); remove once those are fixed",
 )
 @pytest.mark.parametrize("seed", _seeds())
 async def test_the_fleet_never_loses_the_key(seed: int) -> None:
