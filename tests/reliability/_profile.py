@@ -32,6 +32,8 @@ class Profile:
     load_concurrency: int
     fuzz_examples: int
     killed_mid_request: int
+    model_seeds: tuple[int, ...] = ()
+    model_steps: int = 0
 
 
 _DEFAULT: Final = Profile(
@@ -42,6 +44,8 @@ _DEFAULT: Final = Profile(
     load_concurrency=200,
     fuzz_examples=150,
     killed_mid_request=3,
+    model_seeds=(1, 2, 3, 4, 5, 6, 7, 8),
+    model_steps=300,
 )
 _SOAK: Final = Profile(
     name="soak",
@@ -51,6 +55,8 @@ _SOAK: Final = Profile(
     load_concurrency=200,
     fuzz_examples=2_000,
     killed_mid_request=12,
+    model_seeds=tuple(range(101, 141)),
+    model_steps=1_500,
 )
 
 
@@ -90,6 +96,11 @@ class Stats:
     tests_audited: int = 0
     log_records_audited: int = 0
     leaks: int = 0
+    model_steps: int = 0
+    model_runs: int = 0
+    model_faults: Counter[str] = attrs.field(factory=Counter)
+    model_outcomes: Counter[str] = attrs.field(factory=Counter)
+    model_broken: list[str] = attrs.field(factory=list)
 
     def lines(self) -> list[str]:
         """The summary, one fact a line; empty if no reliability test ran."""
@@ -110,6 +121,15 @@ class Stats:
             total = sum(self.fuzz_examples.values())
             out.append(f"fuzz examples run: {total} {dict(sorted(self.fuzz_examples.items()))}")
         out.extend(self.load)
+        if self.model_runs:
+            out.append(
+                f"model-based fault test: {self.model_steps} steps in {self.model_runs} runs; "
+                f"faults injected by kind: {dict(sorted(self.model_faults.items()))}"
+            )
+            out.append(
+                f"model-based fault test outcomes: {dict(sorted(self.model_outcomes.items()))}"
+            )
+            out.extend(f"model-based fault test broke: {line}" for line in self.model_broken)
         if self.tests_audited:
             out.append(
                 f"secret hygiene: {self.leaks} leaks in {self.tests_audited} tests "
