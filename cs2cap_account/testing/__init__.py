@@ -26,7 +26,7 @@ from cs2cap_account.testing._faults import (
     FaultKind,
 )
 from cs2cap_account.testing._routes import ROUTE_NAMES
-from cs2cap_account.testing._seams import after_step
+from cs2cap_account.testing._seams import after_step, rotation_task, running_tasks
 from cs2cap_account.testing._server import (
     FakeCS2CapAPI,
     IssuedKey,
@@ -52,5 +52,7 @@ __all__ = [
     "TierLimits",
     "after_step",
     "live_fakes",
+    "rotation_task",
+    "running_tasks",
     "tracking_fakes",
 ]

@@ -72,8 +72,10 @@ from cs2cap_account import (
     SecretKey,
     StoreError,
 )
+from cs2cap_account.rotation import Step
 from cs2cap_account.stores import KeyStore
-from cs2cap_account.testing import FakeCS2CapAPI, _app
+from cs2cap_account.testing import FakeCS2CapAPI, _app, rotation_task, running_tasks
+from cs2cap_account.testing import after_step as after_step_seam
 from cs2cap_account.testing._state import AccountState
 
 __all__ = ["CHECK_INTERVAL", "MAX_AGE", "Fleet", "ModelRun", "SharedStore", "SkewedClock", "run"]
@@ -359,7 +361,7 @@ class Fleet:
     async def event(self, owner: int, what: str) -> None:
         """One event of rotator `owner`: fire its armed triggers when their count is up."""
         process = self.processes[owner]
-        inflight = process.rotator._inflight
+        inflight = rotation_task(process.rotator)
         if inflight is not None:
             self.rotations[owner] = inflight
         trigger = process.store_trigger
@@ -566,10 +568,8 @@ class Fleet:
         """
         rotator = self.processes[owner].rotator
         while True:
-            inflight = rotator._inflight
-            running = [
-                t for t in (task, inflight, *rotator._background) if t is not None and not t.done()
-            ]
+            inflight = rotation_task(rotator)
+            running = [t for t in (task, *running_tasks(rotator)) if not t.done()]
             # The action waits for the rotation it started, or is itself waiting.
             stuck = self.waiting | ({task} if inflight in self.waiting else set())
             if all(t in stuck for t in running):
@@ -618,8 +618,7 @@ class Fleet:
             tasks = list(self.background)
             for p in self.processes:
                 # The rotator's own tasks: a shielded rotation, a catch-up after a 401.
-                inflight = p.rotator._inflight
-                tasks += [t for t in (inflight, *p.rotator._background) if t is not None]
+                tasks += running_tasks(p.rotator)
             tasks = [t for t in tasks if not t.done()]
             if not tasks:
                 break
@@ -997,11 +996,11 @@ async def _start(fleet: Fleet, tokens: list[bool]) -> None:
 
         rotator.on_rotate(fired)
 
-        async def after_step(step: str, owner: int = i) -> None:
+        async def after_step(step: Step, owner: int = i) -> None:
             fleet.note(f"  r{owner} {step}")
             await fleet.event(owner, f"step {step}")
 
-        rotator._after_step = after_step
+        after_step_seam(rotator, after_step)
         fleet.processes.append(process)
     fleet.note(f"tokens: {[f'r{i}' for i, t in enumerate(tokens) if t] or 'none'}")
 
