@@ -40,6 +40,10 @@ class Announcer:
         if event.generation <= self._holding.announced:
             return event
         self._holding.announced = event.generation
+        # Known at once, before the callbacks end: a rotate_now() that finds the key already
+        # moved returns this event rather than reissuing again (its callback_errors then
+        # are those known so far: none).
+        self._holding.last_event = event
         failures = await run_callbacks(
             self.callbacks,
             event,

@@ -281,3 +281,51 @@ async def test_a_callback_returning_a_future_is_awaited(
     event = await rotator.rotate_now()
     assert resolved == [2]
     assert event.callback_errors == ()
+
+
+async def test_rotate_now_during_an_adoption_being_announced_does_not_reissue_again(
+    api: FakeCS2CapAPI, clock: FakeClock, store: MemoryKeyStore
+) -> None:
+    """Process B is asked to rotate while it holds the old key; before it gets the lock it
+    adopts A's new key, and its callbacks for that key still run when it does: the key
+    already moved, which is the rotation asked for. No second reissue, although B has no
+    finished event to return yet.
+    """
+    async with (
+        AccountClient(api.root_key, base_url=api.base_url, clock=clock) as client_a,
+        AccountClient(api.root_key, base_url=api.base_url, clock=clock) as client_b,
+    ):
+        a = KeyRotator(client_a, store=store)
+        b = KeyRotator(client_b, store=store)
+        await b.check()  # B knows the store at generation 1
+        old = b.current_key
+        in_callback, release_callback = asyncio.Event(), asyncio.Event()
+        locked, release_lock = asyncio.Event(), asyncio.Event()
+
+        @b.on_rotate
+        async def slow(_event: RotationEvent) -> None:
+            in_callback.set()
+            await release_callback.wait()
+
+        async def hold_the_lock() -> None:
+            async with store.lock():
+                locked.set()
+                await release_lock.wait()
+
+        await a.rotate_now()
+        holder = asyncio.ensure_future(hold_the_lock())
+        await locked.wait()
+        rotation = asyncio.ensure_future(b.rotate_now())  # away from `old`, waits for the lock
+        adopting = asyncio.ensure_future(b.check())  # adopts without the lock
+        await in_callback.wait()
+        assert b.current_key != old
+        release_lock.set()
+        await holder
+        for _ in range(20):  # let the rotation take the lock and look
+            await asyncio.sleep(0)
+        release_callback.set()
+        event = await rotation
+        await adopting
+
+    assert api.reissues == 1
+    assert event.new_key == a.current_key == b.current_key == api.root_key
