@@ -300,7 +300,7 @@ class RedisKeyStore:
                     self._subscriptions.add(pubsub)
                     try:
                         await asyncio.wait_for(pubsub.subscribe(self.channel), self.timeout)
-                    except (RedisError, OSError) as exc:
+                    except (RedisError, OSError, asyncio.TimeoutError) as exc:
                         await self._drop(pubsub)
                         pubsub, broken = None, exc
                         subscribe_at = loop.time() + backoff
@@ -318,7 +318,7 @@ class RedisKeyStore:
                         pubsub.get_message(timeout=next_poll - now),
                         next_poll - now + self.timeout,
                     )
-                except (RedisError, OSError) as exc:
+                except (RedisError, OSError, asyncio.TimeoutError) as exc:
                     if broken is None:
                         logger.warning(
                             "the subscription to %s broke (%s); polling until it is back",

@@ -156,6 +156,25 @@ async def test_leaving_a_lock_while_redis_is_frozen_ends_promptly(
     assert asyncio.all_tasks() - before == set()
 
 
+async def test_following_a_frozen_redis_fails_within_a_poll_and_the_timeout(
+    freezable: FreezableServer, stores: list[RedisKeyStore]
+) -> None:
+    """`changes()` on a Redis that freezes: its next poll raises `StoreError` within one
+    poll interval and the timeout, instead of waiting for ever on the subscription.
+    """
+    store = RedisKeyStore(freezable.server.url, name="frozen", poll_interval=0.2, timeout=TIMEOUT)
+    stores.append(store)
+    changes = store.changes()
+    try:
+        assert await asyncio.wait_for(anext(changes), NO_HANG) == 0
+        freezable.freeze()
+        took = await _elapsed_until_store_error(anext(changes))
+    finally:
+        freezable.thaw()
+        await changes.aclose()
+    assert took <= 0.2 * 1.1 + TIMEOUT + SLACK
+
+
 async def test_a_thawed_redis_serves_the_same_store_again(
     freezable: FreezableServer, stores: list[RedisKeyStore]
 ) -> None:

@@ -169,10 +169,47 @@ async def test_a_save_that_would_not_read_back_keeps_the_previous_key(key_path: 
     assert [p.name for p in key_path.parent.iterdir() if p.name.endswith(".tmp")] == []
 
 
+async def test_a_save_that_reads_back_as_another_record_is_refused(key_path: Path) -> None:
+    """Bytes that parse, but into another record than the one saved (here a cipher that
+    seals the wrong plaintext), are not put in place: `StoreError`, previous key intact.
+    """
+    pytest.importorskip("cryptography")
+    from cryptography.fernet import Fernet
+
+    from cs2cap_account.stores._cipher import RecordCipher
+    from cs2cap_account.stores._record import dump_record
+
+    class SealsAnotherRecord(RecordCipher):
+        """Encrypts the record of generation 1 whatever it is given."""
+
+        __slots__ = ()
+
+        def seal(self, data: bytes) -> bytes:
+            return super().seal(dump_record(simple_record(1)))
+
+    key = Fernet.generate_key()
+    await FileKeyStore(key_path, cipher=key).save(simple_record(1), expected_generation=None)
+    before = read_bytes(key_path)
+
+    with pytest.raises(StoreError, match="another record"):
+        await FileKeyStore(key_path, cipher=SealsAnotherRecord(key)).save(
+            simple_record(2, ROOT_2), expected_generation=1
+        )
+
+    assert read_bytes(key_path) == before
+
+
 # -- arguments ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", [b"key.json", 5, None, 1.5])
+class _BytesPath:
+    """An `os.PathLike` whose path is bytes."""
+
+    def __fspath__(self) -> bytes:
+        return b"key.json"
+
+
+@pytest.mark.parametrize("path", [b"key.json", _BytesPath(), 5, None, 1.5])
 def test_a_path_of_the_wrong_type_is_a_type_error(path: object) -> None:
     """Bytes, numbers and None are not a key file path: `TypeError` naming the type."""
     with pytest.raises(TypeError, match="path"):
