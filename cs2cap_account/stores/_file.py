@@ -8,9 +8,10 @@ import fcntl
 import os
 import secrets
 import stat
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
+from typing import TypeVar
 
 from cs2cap_account._clock import Clock, SystemClock
 from cs2cap_account.errors import StoreError
@@ -26,7 +27,13 @@ from cs2cap_account.stores._record import KeyRecord, dump_record, load_record
 
 __all__ = ["FileKeyStore"]
 
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+T = TypeVar("T")
+
+# Every file the store opens: never through a symlink, never blocking on a FIFO or a device
+# (each is refused once `fstat` shows it is not a regular file), never inherited by a child.
+_SAFE_OPEN = getattr(os, "O_NOFOLLOW", 0) | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+# The store's files are owner read/write, whatever the umask: created so, then set so.
+_PRIVATE = 0o600
 # What fsync on a directory answers where the filesystem does not support it.
 _NO_DIRECTORY_SYNC = frozenset({errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP})
 # How often a waiter retries the rotation lock: from 1 ms, doubling up to 50 ms.
@@ -44,6 +51,14 @@ class FileKeyStore:
     The file is refused, with a clear error, if it is a symlink or readable by others.
     With `cipher=` (a Fernet key, or a list of them), the file holds the record encrypted.
     A waiter for the rotation lock polls it on `clock` (the system clock by default).
+
+    Files are created mode 0600 whatever the process's umask. Anything but a regular
+    file at the key path or a lock path (a FIFO, a directory, a socket, a device) is
+    refused with `StoreError` at once, never opened for a blocking read. Every save reads
+    what it wrote back through the store's own parser before putting it in place, and
+    raises `StoreError` (the previous key intact) if it does not come back the same.
+    The blocking I/O runs in a worker thread; a cancelled `load()` or `save()` waits for
+    that thread's work to finish before it raises, so nothing is written after it returns.
     """
 
     def __init__(
@@ -53,7 +68,7 @@ class FileKeyStore:
         cipher: CipherKey | RecordCipher | None = None,
         clock: Clock | None = None,
     ) -> None:
-        self.path = Path(path)
+        self.path = Path(_checked_path(path))
         self._clock: Clock = clock or SystemClock()
         self._where = f"the key file {self.path}"
         self._cipher = make_cipher(cipher)
@@ -66,11 +81,11 @@ class FileKeyStore:
 
     async def load(self) -> KeyRecord | None:
         """Read and parse the file; None if it does not exist yet."""
-        return await asyncio.to_thread(self._read)
+        return await _in_thread(self._read)
 
     async def save(self, record: KeyRecord, *, expected_generation: int | None) -> None:
         """Compare-and-set on the generation, then replace the file atomically."""
-        await asyncio.to_thread(self._save, record, expected_generation)
+        await _in_thread(self._save, record, expected_generation)
 
     @asynccontextmanager
     async def lock(self) -> AsyncIterator[None]:
@@ -95,29 +110,26 @@ class FileKeyStore:
 
     def _read(self) -> KeyRecord | None:
         try:
-            fd = os.open(self.path, os.O_RDONLY | _NOFOLLOW)
+            return self._read_file(self.path)
         except FileNotFoundError:
             return None
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise StoreError(
-                    f"{self.path} is a symlink; refusing to read a key through it"
-                ) from exc
-            raise StoreError(f"cannot read {self.path}: {exc.strerror}") from exc
+
+    def _read_file(self, path: Path) -> KeyRecord:
+        """Parse the record in `path`; `FileNotFoundError` if there is none."""
+        fd = _open_regular(path, os.O_RDONLY, what="the key file")
         try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise StoreError(f"{self.path} is not a regular file")
-            if info.st_mode & 0o077:
+            mode = stat.S_IMODE(os.fstat(fd).st_mode)
+            if mode & 0o077:
                 raise StoreError(
-                    f"{self.path} is readable by others (mode {stat.S_IMODE(info.st_mode):04o}); "
-                    f"refusing to use it: run `chmod 600 {self.path}`"
+                    f"{path} is readable by others (mode {mode:04o}); "
+                    f"refusing to use it: run `chmod 600 {path}`"
                 )
-            with os.fdopen(fd, "rb", closefd=False) as handle:
-                data = handle.read()
+            chunks = []
+            while chunk := _read_some(fd, path):
+                chunks.append(chunk)
         finally:
             os.close(fd)
-        data = open_record_bytes(self._cipher, data, source=self._where)
+        data = open_record_bytes(self._cipher, b"".join(chunks), source=self._where)
         return load_record(data, source=self._where)
 
     def _save(self, record: KeyRecord, expected_generation: int | None) -> None:
@@ -132,28 +144,32 @@ class FileKeyStore:
             except OSError as exc:
                 raise StoreError(f"cannot lock {self._save_lock_path}: {exc.strerror}") from exc
             check_generation(self._read(), expected_generation, where=str(self.path))
-            self._replace(data)
+            self._replace(data, record)
         finally:
             os.close(fd)
 
-    def _replace(self, data: bytes) -> None:
+    def _replace(self, data: bytes, record: KeyRecord) -> None:
+        """Write `data` beside the key file, prove it reads back as `record`, rename it over."""
         directory = self.path.parent
         tmp = directory / f".{self.path.name}.{secrets.token_hex(6)}.tmp"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _SAFE_OPEN, _PRIVATE)
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
+                os.fchmod(fd, _PRIVATE)  # the umask may have taken owner-read away
+                self._write_all(fd, data)
                 os.fsync(fd)
             finally:
                 os.close(fd)
+            self._check_read_back(tmp, record)
             os.replace(tmp, self.path)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise StoreError(
                 f"cannot write {self.path}: {exc.strerror}; the previous key is intact"
             ) from exc
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         try:
             dir_fd = os.open(directory, os.O_RDONLY)
             try:
@@ -168,16 +184,104 @@ class FileKeyStore:
                 f"({exc.strerror}); the new key may not survive a crash"
             ) from exc
 
+    def _write_all(self, fd: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+
+    def _check_read_back(self, path: Path, record: KeyRecord) -> None:
+        """Raise `StoreError` unless `path` parses, as the store reads it, into `record`."""
+        try:
+            back = self._read_file(path)
+        except StoreError as exc:
+            raise StoreError(
+                f"{self.path} was not replaced: what was written does not read back ({exc}); "
+                "the previous key is intact"
+            ) from exc
+        if back != record:
+            raise StoreError(
+                f"{self.path} was not replaced: what was written reads back as another "
+                "record; the previous key is intact"
+            )
+
+
+def _checked_path(path: object) -> str:
+    """`path` as a str, or a clear `TypeError`/`ValueError`."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or an os.PathLike, not {type(path).__name__}")
+    text = os.fspath(path)
+    if not isinstance(text, str):
+        raise TypeError("path must be a text path (str), not bytes")
+    if not text:
+        raise ValueError("path must not be empty")
+    return text
+
+
+def _open_regular(path: Path, flags: int, *, what: str, mode: int = _PRIVATE) -> int:
+    """Open `path` without blocking or following a symlink; refuse all but a regular file.
+
+    `FileNotFoundError` passes through (for the caller to decide); any other failure is a
+    `StoreError` naming `what` and the path.
+    """
+    try:
+        fd = os.open(path, flags | _SAFE_OPEN, mode)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise StoreError(f"{what} {path} is a symlink; refusing to use it") from exc
+        if exc.errno in (errno.ENXIO, errno.EISDIR):  # a socket, or a directory opened to write
+            raise StoreError(f"{what} {path} is not a regular file; refusing to use it") from exc
+        raise StoreError(f"cannot open {what} {path}: {exc.strerror}") from exc
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise StoreError(f"{what} {path} is not a regular file; refusing to use it")
+        # Back to blocking for the reads and writes of a regular file.
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _read_some(fd: int, path: Path) -> bytes:
+    try:
+        return os.read(fd, 65536)
+    except OSError as exc:
+        raise StoreError(f"cannot read {path}: {exc.strerror}") from exc
+
 
 def _open_lock_file(path: Path) -> int:
     try:
-        return os.open(path, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o600)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise StoreError(
-                f"the lock file {path} is a symlink; refusing to lock through it"
-            ) from exc
+        fd = _open_regular(path, os.O_RDWR | os.O_CREAT, what="the lock file")
+    except FileNotFoundError as exc:  # the directory is missing
         raise StoreError(f"cannot open the lock file {path}: {exc.strerror}") from exc
+    if stat.S_IMODE(os.fstat(fd).st_mode) != _PRIVATE:
+        # Created under a umask that took owner-read or -write away; not ours to fix if
+        # another user made it, and flock works whatever its mode.
+        with suppress(OSError):
+            os.fchmod(fd, _PRIVATE)
+    return fd
+
+
+async def _in_thread(func: Callable[..., T], *args: object) -> T:
+    """Run blocking `func` in a worker thread; if cancelled, first wait for it to finish.
+
+    A thread cannot be stopped: a caller let go at once would release its locks (or
+    close the journal) while the thread still writes, and that late write could land over
+    whatever came next. So the cancellation is held back until the thread is done, then
+    raised.
+    """
+    work = asyncio.ensure_future(asyncio.to_thread(func, *args))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        while not work.done():
+            with suppress(asyncio.CancelledError):
+                await asyncio.wait([work])
+        if not work.cancelled():
+            work.exception()  # seen: it is the cancellation that is raised
+        raise
 
 
 async def _flock_polling(fd: int, path: Path, clock: Clock) -> None:

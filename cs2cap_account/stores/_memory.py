@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from cs2cap_account.errors import StaleGenerationError
-from cs2cap_account.stores._record import KeyRecord
+from cs2cap_account.stores._record import KeyRecord, dump_record
 
 __all__ = ["MemoryKeyStore", "check_generation"]
 
@@ -39,7 +39,12 @@ class MemoryKeyStore:
         return self._record
 
     async def save(self, record: KeyRecord, *, expected_generation: int | None) -> None:
-        """Compare-and-set on the generation."""
+        """Compare-and-set on the generation.
+
+        A record the other stores could not write (a field of the wrong type) is refused
+        here too, with the same `StoreError`, so a test on this store finds it.
+        """
+        dump_record(record)
         check_generation(self._record, expected_generation, where="the memory store")
         self._record = record
 

@@ -10,7 +10,7 @@ from typing import Any
 import attrs
 
 from cs2cap_account._converter import converter, structure
-from cs2cap_account._secret import SecretKey
+from cs2cap_account._secret import SecretKey, redact_text
 from cs2cap_account.errors import MalformedResponseError, StoreError
 
 __all__ = [
@@ -99,8 +99,41 @@ def successor(
 
 
 def dump_record(record: KeyRecord) -> bytes:
-    """Serialise a record to JSON bytes (plaintext keys included: protect the bytes)."""
-    return json.dumps(converter.unstructure(record), separators=(",", ":")).encode()
+    """Serialise a record to JSON bytes (plaintext keys included: protect the bytes).
+
+    What is returned is proved to read back, through `load_record`, as a record equal to
+    `record`: a field of the wrong type (`reason=None`, an integer id, a naive datetime,
+    NaN) raises `StoreError` here, before a store writes anything, so nothing written can
+    leave a store unreadable. `TypeError` if `record` is not a `KeyRecord` at all.
+    """
+    if not isinstance(record, KeyRecord):
+        raise TypeError(f"a key store holds a KeyRecord, not {type(record).__name__}")
+    try:
+        data = json.dumps(
+            converter.unstructure(record), separators=(",", ":"), allow_nan=False
+        ).encode()
+    except (TypeError, ValueError, AttributeError, RecursionError) as exc:
+        # The messages name types and values' kinds only, never a field's value.
+        detail = redact_text(str(exc)) or type(exc).__name__
+        raise StoreError(
+            f"refusing to write a key record that cannot be stored: {detail}"
+        ) from None
+    problem = _read_back_problem(data, record)
+    if problem is not None:
+        del data  # holds plaintext keys: keep it out of the traceback's locals
+        raise StoreError(f"refusing to write a key record that would not read back: {problem}")
+    return data
+
+
+def _read_back_problem(data: bytes, record: KeyRecord) -> str | None:
+    """Why `data` does not parse back into `record`, or None if it does."""
+    try:
+        back = structure(json.loads(data), KeyRecord)
+    except (MalformedResponseError, RecursionError) as exc:
+        return _problem(exc)
+    if back != record:
+        return "a field does not survive the round trip (a naive datetime, or the wrong type?)"
+    return None
 
 
 def load_record(data: bytes | str, *, source: str) -> KeyRecord:

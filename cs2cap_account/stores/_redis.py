@@ -13,6 +13,11 @@ Three Redis names hang off the store's `name` (default `cs2cap`):
   yields it, and also polls the generation every `poll_interval` (jittered), so a
   process whose subscription was cut catches up on its own.
 
+Every command is bounded by the store's `timeout`: a Redis that stops answering (frozen,
+partitioned) makes an operation raise `StoreError` within it, never hang. A cancelled
+`lock()` leaves no lease behind: a `SET` in flight is seen through before the lease is
+released, and the release itself runs to its end.
+
 `redis` is imported when a store is made (`pip install "cs2cap-account[redis]"`), never by
 `import cs2cap_account`.
 """
@@ -21,11 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import secrets
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from contextlib import asynccontextmanager, suppress
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from cs2cap_account._clock import Clock, SystemClock
 from cs2cap_account._secret import redact_text
@@ -45,6 +51,8 @@ if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
 
 __all__ = ["RedisKeyStore"]
+
+T = TypeVar("T")
 
 logger: Final = logging.getLogger("cs2cap_account.stores")
 
@@ -81,6 +89,12 @@ _POLL_JITTER: Final = 0.1  # each poll waits poll_interval * (1 ± 0.1)
 _LEASE_WAIT_FIRST: Final = 0.002
 _LEASE_WAIT_MAX: Final = 0.02
 _RESUBSCRIBE_FIRST: Final = 0.05  # seconds before subscribing again after a failure
+# The shortest lease: a few round trips. Anything shorter would expire before it is renewed.
+_MIN_LEASE_TTL: Final = 0.05
+# The shortest poll interval: a tighter loop would only load the server.
+_MIN_POLL_INTERVAL: Final = 0.01
+# The shortest command timeout: less than a round trip on loopback fails every command.
+_MIN_TIMEOUT: Final = 0.01
 
 
 class RedisKeyStore:
@@ -101,6 +115,9 @@ class RedisKeyStore:
             every third of that. A rotator that stalls longer loses the lease, and its
             save is then refused if another rotator saved meanwhile.
         poll_interval: seconds between polls of the stored generation in `changes()`.
+        timeout: seconds any one Redis command may take (connecting included); a command
+            that takes longer raises `StoreError`. With a URL the store's own connections
+            get it as their socket timeouts too. It also bounds `aclose()`.
         cipher: a Fernet key (or a list: the first encrypts, any decrypts); the record is
             then stored encrypted. Needs `cryptography` (`cs2cap-account[crypto]`).
         clock: what waiting for the lease and renewing it sleep on (the system clock by
@@ -119,13 +136,17 @@ class RedisKeyStore:
         name: str = "cs2cap",
         lease_ttl: float = 30.0,
         poll_interval: float = 5.0,
+        timeout: float = 5.0,
         cipher: CipherKey | RecordCipher | None = None,
         clock: Clock | None = None,
     ) -> None:
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, not {type(name).__name__}")
         if not name:
             raise ValueError("name must not be empty")
-        if lease_ttl <= 0 or poll_interval <= 0:
-            raise ValueError("lease_ttl and poll_interval must be positive")
+        lease_ttl = _seconds("lease_ttl", lease_ttl, at_least=_MIN_LEASE_TTL)
+        poll_interval = _seconds("poll_interval", poll_interval, at_least=_MIN_POLL_INTERVAL)
+        timeout = _seconds("timeout", timeout, at_least=_MIN_TIMEOUT)
         try:
             from redis.asyncio import Redis
         except ImportError as exc:  # pragma: no cover - depends on the installation
@@ -134,7 +155,9 @@ class RedisKeyStore:
             ) from exc
         self._cipher = make_cipher(cipher)
         if isinstance(url_or_client, str):
-            self._redis: Redis = Redis.from_url(url_or_client)
+            self._redis: Redis = Redis.from_url(
+                url_or_client, socket_timeout=timeout, socket_connect_timeout=timeout
+            )
             self._owns_client = True
         else:
             self._redis = url_or_client
@@ -142,6 +165,7 @@ class RedisKeyStore:
         self.name = name
         self.lease_ttl = lease_ttl
         self.poll_interval = poll_interval
+        self.timeout = timeout
         self._record_key = f"{name}:record"
         self._lease_key = f"{name}:lease"
         self.channel = f"{name}:changes"
@@ -162,8 +186,9 @@ class RedisKeyStore:
 
     async def load(self) -> KeyRecord | None:
         """The stored record, or None if nothing was saved under this name yet."""
-        async with self._translated("read"):
-            generation, data = await self._redis.hmget(self._record_key, ["generation", "record"])
+        generation, data = await self._call(
+            "read", self._redis.hmget(self._record_key, ["generation", "record"])
+        )
         if generation is None and data is None:
             return None
         if generation is None or data is None:
@@ -187,11 +212,13 @@ class RedisKeyStore:
         """
         payload = seal_record_bytes(self._cipher, dump_record(record))
         expected = "" if expected_generation is None else str(expected_generation)
-        async with self._translated("write"):
-            done, stored = await self._save_script(
+        done, stored = await self._call(
+            "write",
+            self._save_script(
                 keys=[self._record_key],
                 args=[expected, str(record.generation), payload, self.channel],
-            )
+            ),
+        )
         if int(done) != 1:
             actual = _as_str(stored)
             raise StaleGenerationError(
@@ -203,33 +230,50 @@ class RedisKeyStore:
 
     @asynccontextmanager
     async def lock(self) -> AsyncIterator[None]:
-        """Hold the fleet-wide rotation lease (renewed in the background while held)."""
+        """Hold the fleet-wide rotation lease (renewed in the background while held).
+
+        However it ends (the block raising, a cancellation while the lease is being taken,
+        renewed or given back), the lease is released by its token before this returns.
+        """
         async with self._local:
             token = secrets.token_hex(16)
-            await self._acquire(token)
-            renewer = asyncio.ensure_future(self._keep_lease(token))
             try:
-                yield
+                await self._acquire(token)
+                renewer = asyncio.ensure_future(self._keep_lease(token))
+                try:
+                    yield
+                finally:
+                    renewer.cancel()
+                    # Wait for it without swallowing a cancellation aimed at this task.
+                    await asyncio.wait([renewer])
             finally:
-                renewer.cancel()
-                # Wait for it without swallowing a cancellation aimed at this task.
-                await asyncio.wait([renewer])
-                await self._release(token)
+                # A compare-and-delete on our token: harmless if the lease was never taken.
+                await _to_the_end(self._release(token))
 
     async def aclose(self) -> None:
-        """Close open subscriptions, and the connection pool if the store made it."""
+        """Close open subscriptions, and the connection pool if the store made it.
+
+        Bounded by `timeout` even if the server does not answer; a close that fails or
+        takes longer is logged, not raised.
+        """
         for pubsub in list(self._subscriptions):
-            await _close_quietly(pubsub)
+            await _close_quietly(pubsub, self.timeout)
         self._subscriptions.clear()
         if self._owns_client:
-            await self._redis.aclose()
+            try:
+                await asyncio.wait_for(self._redis.aclose(), self.timeout)
+            except Exception as exc:  # closing must not raise
+                logger.warning(
+                    "closing the connections of %s failed (%s)",
+                    self._where,
+                    redact_text(str(exc)) or type(exc).__name__,
+                )
 
     # -- following other processes ----------------------------------------------------------
 
     async def generation(self) -> int:
         """The stored generation (0 for an empty store), without reading the record."""
-        async with self._translated("read"):
-            value = await self._redis.hget(self._record_key, "generation")
+        value = await self._call("read", self._redis.hget(self._record_key, "generation"))
         return 0 if value is None else int(_as_str(value))
 
     async def changes(self) -> AsyncGenerator[int, None]:
@@ -255,8 +299,8 @@ class RedisKeyStore:
                     pubsub = self._redis.pubsub()
                     self._subscriptions.add(pubsub)
                     try:
-                        await pubsub.subscribe(self.channel)
-                    except (RedisError, OSError) as exc:
+                        await asyncio.wait_for(pubsub.subscribe(self.channel), self.timeout)
+                    except (RedisError, OSError, asyncio.TimeoutError) as exc:
                         await self._drop(pubsub)
                         pubsub, broken = None, exc
                         subscribe_at = loop.time() + backoff
@@ -270,8 +314,11 @@ class RedisKeyStore:
                     await asyncio.sleep(min(next_poll, subscribe_at) - now)
                     continue
                 try:
-                    message = await pubsub.get_message(timeout=next_poll - now)
-                except (RedisError, OSError) as exc:
+                    message = await asyncio.wait_for(
+                        pubsub.get_message(timeout=next_poll - now),
+                        next_poll - now + self.timeout,
+                    )
+                except (RedisError, OSError, asyncio.TimeoutError) as exc:
                     if broken is None:
                         logger.warning(
                             "the subscription to %s broke (%s); polling until it is back",
@@ -302,9 +349,16 @@ class RedisKeyStore:
         most = min(_LEASE_WAIT_MAX, self.lease_ttl / 10)
         wait = min(_LEASE_WAIT_FIRST, most)
         while True:
-            async with self._translated("take the rotation lease of"):
-                if await self._redis.set(self._lease_key, token, nx=True, px=ttl_ms):
-                    return
+            # Seen through even if this task is cancelled meanwhile: a SET that lands after
+            # its caller left would hold a lease no one releases.
+            taken = await _to_the_end(
+                self._call(
+                    "take the rotation lease of",
+                    self._redis.set(self._lease_key, token, nx=True, px=ttl_ms),
+                )
+            )
+            if taken:
+                return
             await self._clock.sleep(wait * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
             wait = min(wait * 2, most)
 
@@ -314,8 +368,10 @@ class RedisKeyStore:
         while True:
             await self._clock.sleep(self.lease_ttl / 3)
             try:
-                async with self._translated("renew the rotation lease of"):
-                    held = await self._renew_script(keys=[self._lease_key], args=[token, ttl_ms])
+                held = await self._call(
+                    "renew the rotation lease of",
+                    self._renew_script(keys=[self._lease_key], args=[token, ttl_ms]),
+                )
             except StoreError as exc:
                 logger.warning("%s; trying again", exc)
                 continue
@@ -330,34 +386,74 @@ class RedisKeyStore:
     async def _release(self, token: str) -> None:
         """Delete the lease if it is still ours; a failure only delays the next holder."""
         try:
-            async with self._translated("release the rotation lease of"):
-                await self._release_script(keys=[self._lease_key], args=[token])
+            await self._call(
+                "release the rotation lease of",
+                self._release_script(keys=[self._lease_key], args=[token]),
+            )
         except StoreError as exc:
             logger.warning("%s; it expires within %.1f s", exc, self.lease_ttl)
 
     async def _drop(self, pubsub: PubSub) -> None:
         self._subscriptions.discard(pubsub)
-        await _close_quietly(pubsub)
+        await _close_quietly(pubsub, self.timeout)
 
     def _poll_wait(self) -> float:
         spread = random.uniform(-_POLL_JITTER, _POLL_JITTER)  # noqa: S311 - jitter
         return self.poll_interval * (1 + spread)
 
-    @asynccontextmanager
-    async def _translated(self, action: str) -> AsyncIterator[None]:
-        """Turn redis and socket errors into `StoreError` (chained, key-free message)."""
+    async def _call(self, action: str, command: Awaitable[T]) -> T:
+        """Await one Redis command within `timeout`; any failure is a `StoreError`.
+
+        The message is key-free and the cause chained. redis-py's own retries happen
+        inside the bound, so the bound is the whole of what the caller waits.
+        """
         from redis.exceptions import RedisError
 
         try:
-            yield
+            return await asyncio.wait_for(command, self.timeout)
+        except (asyncio.TimeoutError, TimeoutError) as exc:  # a socket's is an OSError
+            raise StoreError(
+                f"could not {action} {self._where}: no answer within {self.timeout:g} s"
+            ) from exc
         except (RedisError, OSError) as exc:
             detail = redact_text(str(exc)) or type(exc).__name__
             raise StoreError(f"could not {action} {self._where}: {detail}") from exc
 
 
-async def _close_quietly(pubsub: PubSub) -> None:
+def _seconds(name: str, value: object, *, at_least: float) -> float:
+    """`value` as a finite number of seconds above `at_least`, or `TypeError`/`ValueError`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    seconds = float(value)
+    if not math.isfinite(seconds) or seconds <= 0 or seconds < at_least:
+        floor = f" and at least {at_least:g}" if at_least else ""
+        raise ValueError(
+            f"{name} must be a positive, finite number of seconds{floor}; got {value!r}"
+        )
+    return seconds
+
+
+async def _to_the_end(work: Awaitable[T]) -> T:
+    """Await `work`; if the caller is cancelled meanwhile, let it finish, then re-raise.
+
+    For the lease's commands, whose effect on the server must be known (and undone)
+    before the caller moves on. `work` must be bounded: a Redis call made by `_call`.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        while not task.done():
+            with suppress(asyncio.CancelledError):
+                await asyncio.wait([task])
+        if not task.cancelled():
+            task.exception()  # seen: it is the cancellation that is raised
+        raise
+
+
+async def _close_quietly(pubsub: PubSub, timeout: float) -> None:
     with suppress(Exception):
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await asyncio.wait_for(pubsub.aclose(), timeout)  # type: ignore[no-untyped-call]
 
 
 def _as_bytes(value: Any) -> bytes:

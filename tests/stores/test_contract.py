@@ -1,36 +1,68 @@
-"""The `KeyStore` contract, checked the same way on `MemoryKeyStore` and `FileKeyStore`."""
+"""The `KeyStore` contract, checked the same way on every store, encrypted or not."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import math
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import attrs
 import pytest
 
-from cs2cap_account import StaleGenerationError
+from cs2cap_account import StaleGenerationError, StoreError
 from cs2cap_account._secret import SecretKey
-from cs2cap_account.stores import FileKeyStore, KeyStore, MemoryKeyStore
+from cs2cap_account.stores import (
+    FileKeyStore,
+    KeyRecord,
+    KeyStore,
+    MemoryKeyStore,
+    PendingRotation,
+    RedisKeyStore,
+)
 
-from ._support import ROOT_2, ROOT_3, full_record, leaked, simple_record
+from ._support import ROOT_2, ROOT_3, T0, full_record, leaked, simple_record
 
 Opener = Callable[[], KeyStore]
 
 
-@pytest.fixture(params=["memory", "file"])
+# Every store, and the two that can encrypt with a cipher. The Redis ones use the fleet
+# tests' redis-server (skipped, outside CI, where there is none).
+STORES = ["memory", "file", "file-encrypted", "redis", "redis-encrypted"]
+
+
+@pytest.fixture(params=STORES)
 async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Opener]:
     """Open a handle on one store: each call gives a new handle on the same stored state.
 
-    For the file store every handle is a new `FileKeyStore` on the same path, so what one
-    reads back was really written to disk; the memory store has one handle only.
+    For the file and Redis stores every handle is a new store object (a new Redis
+    connection pool) on the same path or name, so what one reads back was really written
+    and read through the store's own format; the memory store has one handle only.
     """
+    kind: str = request.param
     handles: list[KeyStore] = []
     memory = MemoryKeyStore()
+    cipher = None
+    if kind.endswith("-encrypted"):
+        pytest.importorskip("cryptography")
+        from cryptography.fernet import Fernet
+
+        cipher = Fernet.generate_key()
+    url = ""
+    name = f"contract-{uuid.uuid4().hex[:12]}"
+    if kind.startswith("redis"):
+        url = request.getfixturevalue("redis_server").url
 
     def open_() -> KeyStore:
-        store: KeyStore = memory if request.param == "memory" else FileKeyStore(tmp_path / "k.json")
+        store: KeyStore
+        if kind == "memory":
+            store = memory
+        elif kind.startswith("file"):
+            store = FileKeyStore(tmp_path / "k.json", cipher=cipher)
+        else:
+            store = RedisKeyStore(url, name=name, cipher=cipher)
         handles.append(store)
         return store
 
@@ -200,3 +232,73 @@ async def test_repr_shows_no_key(open_store: Opener) -> None:
     store = open_store()
     await store.save(full_record(), expected_generation=None)
     assert leaked(repr(store)) == []
+
+
+async def test_every_save_reads_back_equal_through_a_new_handle(open_store: Opener) -> None:
+    """What `save()` wrote, `load()` returns equal: the proof a rotator makes before a reissue.
+
+    Through a chain a rotation walks (the journal opened, the new key saved with it, the
+    journal closed), each record read back by a new handle is the record saved.
+    """
+    store = open_store()
+    first = simple_record(1)
+    opened = attrs.evolve(
+        first,
+        pending=PendingRotation(
+            from_generation=1, previous_key_id="key_1", reason="manual", started_at=T0
+        ),
+    )
+    saved_with_journal = attrs.evolve(simple_record(2, ROOT_2), pending=opened.pending)
+    closed = simple_record(2, ROOT_2)
+    chain = [(first, None), (opened, 1), (saved_with_journal, 1), (closed, 2), (full_record(), 2)]
+    for record, expected in chain:
+        await store.save(record, expected_generation=expected)
+        assert await open_store().load() == record
+
+
+def _journal(reason: object) -> PendingRotation:
+    return PendingRotation(
+        from_generation=1,
+        previous_key_id="key_1",
+        reason=reason,  # type: ignore[arg-type]  # the wrong type on purpose
+        started_at=T0,
+    )
+
+
+# Records no store may write: each would make the store unreadable, or read back different.
+BAD_RECORDS: dict[str, KeyRecord] = {
+    "reason None": attrs.evolve(simple_record(2, ROOT_2), pending=_journal(None)),
+    "reason an int": attrs.evolve(simple_record(2, ROOT_2), pending=_journal(3)),
+    "key id an int": attrs.evolve(simple_record(2, ROOT_2), key_id=2),  # type: ignore[arg-type]
+    "generation NaN": attrs.evolve(simple_record(2, ROOT_2), generation=math.nan),  # type: ignore[arg-type]
+    "generation a bool": attrs.evolve(simple_record(2, ROOT_2), generation=True),
+    "key a plain str": attrs.evolve(simple_record(2, ROOT_2), key=ROOT_2.reveal()),  # type: ignore[arg-type]
+    "naive saved_at": attrs.evolve(simple_record(2, ROOT_2), saved_at=T0.replace(tzinfo=None)),
+    "kept-aside a str": attrs.evolve(simple_record(2, ROOT_2), kept_aside=("sk_live_x",)),  # type: ignore[arg-type]
+}
+
+
+@pytest.mark.parametrize("bad", list(BAD_RECORDS), ids=list(BAD_RECORDS))
+async def test_a_record_of_the_wrong_types_is_never_written(open_store: Opener, bad: str) -> None:
+    """A record with a field of the wrong type raises `StoreError` before anything is written.
+
+    The store still holds, and reads back, what it held before; and the message shows no key.
+    """
+    store = open_store()
+    await store.save(simple_record(1), expected_generation=None)
+
+    with pytest.raises(StoreError) as caught:
+        await store.save(BAD_RECORDS[bad], expected_generation=1)
+
+    assert not isinstance(caught.value, StaleGenerationError)
+    assert leaked(str(caught.value)) == []
+    assert await open_store().load() == simple_record(1)
+    await store.save(simple_record(2, ROOT_2), expected_generation=1)
+    assert await open_store().load() == simple_record(2, ROOT_2)
+
+
+async def test_something_other_than_a_record_is_a_type_error(open_store: Opener) -> None:
+    """`save()` of a dict (or anything not a `KeyRecord`) is a `TypeError`, and writes nothing."""
+    with pytest.raises(TypeError, match="KeyRecord"):
+        await open_store().save({"generation": 1}, expected_generation=None)  # type: ignore[arg-type]
+    assert await open_store().load() is None
