@@ -221,5 +221,7 @@ def pytest_runtest_makereport(
         audit.fakes.clear()
         STATS.tests_audited += 1
         STATS.log_records_audited += audit.handler.records if audit.handler else 0
+        STATS.exceptions_audited += audit.exceptions
+        STATS.locals_audited += audit.locals
         STATS.leaks += len(audit.leaks)
     return report
