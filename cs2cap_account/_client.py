@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import attrs
 
+from cs2cap_account._arguments import check_count, check_flag
 from cs2cap_account._clock import Clock, SystemClock
 from cs2cap_account._constants import API_KEY_ENV, BASE_URL_ENV, DEFAULT_BASE_URL, USER_AGENT
 from cs2cap_account._converter import KeyEnvelope, ReissueAnswer
@@ -97,8 +98,9 @@ def _secret(value: str | SecretKey | None, name: str = "api_key") -> SecretKey |
         return value
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a str or SecretKey, got {type(value).__name__}")
-    if not value:
-        raise ValueError(f"{name} must not be empty")
+    if not value or value != value.strip():
+        # Never the value: it is meant to be a key.
+        raise ValueError(f"{name} must be a non-empty string without surrounding whitespace")
     return SecretKey(value)
 
 
@@ -148,6 +150,14 @@ class AccountClient:
         hooks: Hooks | None = None,
         clock: Clock | None = None,
     ) -> None:
+        # Every argument is checked before anything is built: a bad one raises at once,
+        # naming itself (never its value), and an injected transport is left untouched.
+        options = Options(
+            timeout=timeout,
+            max_retries=max_retries,
+            deadline=deadline,
+            max_retry_wait=max_retry_wait,
+        )
         if session is not None and transport is not None:
             raise TypeError(
                 "pass session= (an aiohttp session for the default transport) or "
@@ -157,6 +167,23 @@ class AccountClient:
             raise TypeError(
                 f"transport must provide send(), aclose() and closed, got {type(transport)!r}"
             )
+        if session is not None:
+            import aiohttp  # the caller made an aiohttp session: aiohttp is loaded already
+
+            if not isinstance(session, aiohttp.ClientSession):
+                raise TypeError(
+                    f"session must be an aiohttp.ClientSession, got {type(session).__name__}"
+                )
+        check_count(requests_per_minute, "requests_per_minute", optional=True)
+        check_flag(allow_insecure_http, "allow_insecure_http")
+        if hooks is not None and not isinstance(hooks, Hooks):
+            raise TypeError(f"hooks must be a Hooks, got {type(hooks).__name__}")
+        if clock is not None and not isinstance(clock, Clock):
+            raise TypeError(
+                f"clock must provide monotonic(), now() and sleep(), got {type(clock).__name__}"
+            )
+        if base_url is not None and not isinstance(base_url, str):
+            raise TypeError(f"base_url must be a str, got {type(base_url).__name__}")
         if api_key is None and session_token is None:
             # Only as a fallback: an explicit session token must not lose to a stale env key.
             api_key = os.environ.get(API_KEY_ENV) or None
@@ -174,8 +201,6 @@ class AccountClient:
             base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL,
             allow_insecure_http=allow_insecure_http,
         )
-        if requests_per_minute is not None and requests_per_minute < 0:
-            raise ValueError("requests_per_minute must be 0 (off), positive, or None")
         the_clock = clock or SystemClock()
         shared = Shared(
             transport=transport if transport is not None else AiohttpTransport(session),
@@ -189,12 +214,6 @@ class AccountClient:
                 else None
             ),
             fixed_rate=requests_per_minute is not None,
-        )
-        options = Options(
-            timeout=timeout,
-            max_retries=max_retries,
-            deadline=deadline,
-            max_retry_wait=max_retry_wait,
         )
         self._init(Session(shared, options), owner=True)
 
@@ -245,6 +264,7 @@ class AccountClient:
         """
         key = _secret(api_key)
         token = _secret(session_token, "session_token")
+        del api_key, session_token  # only SecretKeys in this frame's locals from here on
         if (key is None) == (token is None):
             raise ValueError("with_credential() takes exactly one of api_key and session_token")
         shared = self._session.shared
@@ -323,7 +343,8 @@ class AccountClient:
     def use_key(self, api_key: str | SecretKey) -> None:
         """Send `api_key` from now on (this client and every `with_options` copy)."""
         key = _secret(api_key)
-        assert key is not None
+        if key is None:
+            raise TypeError("api_key must be a str or SecretKey, got NoneType")
         self._session.shared.credentials.use(key)
 
     # -- routes ---------------------------------------------------------------------
@@ -336,7 +357,11 @@ class AccountClient:
         changing what the client sends; a 401 then means that key does not authenticate.
         """
         if key is not None:
-            return await self._active_root(key if isinstance(key, SecretKey) else SecretKey(key))
+            token = _secret(key, "key")
+            # Only the SecretKey (whose repr redacts) stays in this frame while it awaits.
+            del key
+            assert token is not None
+            return await self._active_root(token)
         info = (await self._session.request("GET", "/account/key", KeyEnvelope)).key
         self._session.shared.learn_rate(info.effective_rate_requests_per_minute)
         return info

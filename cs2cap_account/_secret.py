@@ -1,12 +1,19 @@
-"""`SecretKey`: a plaintext credential that never shows itself by accident."""
+"""`SecretKey`: a plaintext credential that never shows itself by accident.
+
+Nor anything built from one: `BearerHeaders`, the request headers that carry it, shows it
+redacted, and `forget_frames()` detaches the tracebacks of exceptions whose frames held
+it, so an error reporter that captures frame locals (Sentry does by default;
+`traceback.TracebackException(capture_locals=True)`) never sees the plaintext.
+"""
 
 from __future__ import annotations
 
 import hmac
 import re
+from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
 from typing import Final
 
-__all__ = ["SecretKey", "redact_text"]
+__all__ = ["BearerHeaders", "SecretKey", "forget_frames", "redact_text"]
 
 # The key's type, never any of its random part: `sk_live_root_`, `sk_live_child_`, `sk_test_`.
 _PREFIX: Final = re.compile(r"^sk_(?:live|test)_(?:(?:root|child)_)?")
@@ -75,6 +82,86 @@ class SecretKey:
 
     def __reduce__(self) -> tuple[type[SecretKey], tuple[str]]:
         return (SecretKey, (self._value,))
+
+
+class BearerHeaders(Mapping[str, str]):
+    """Read-only request headers with `Authorization: Bearer <token>`; the repr redacts it.
+
+    A transport reads real strings from it, as from any mapping. `repr()` shows the token
+    as `SecretKey` does, so the `headers` local of every frame on the request path is safe
+    to capture. The plaintext header value is kept in the object, never in a local.
+    """
+
+    __slots__ = ("_items", "_token")
+    _items: dict[str, str]
+    _token: SecretKey
+
+    def __init__(self, token: SecretKey, others: Mapping[str, str]) -> None:
+        self._token = token
+        self._items = {"Authorization": "Bearer " + token.reveal(), **others}
+
+    def with_header(self, name: str, value: str) -> BearerHeaders:
+        """These headers, plus (or with a new value for) `name`."""
+        return BearerHeaders(self._token, {**self._others(), name: value})
+
+    def _others(self) -> dict[str, str]:
+        return {key: item for key, item in self._items.items() if key != "Authorization"}
+
+    def __getitem__(self, name: str) -> str:
+        return self._items[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    # The dict's own views: what aiohttp and multidict copy headers from, at dict speed.
+    def keys(self) -> KeysView[str]:
+        """The header names."""
+        return self._items.keys()
+
+    def items(self) -> ItemsView[str, str]:
+        """`(name, value)` pairs, the credential in plaintext: what a transport sends."""
+        return self._items.items()
+
+    def values(self) -> ValuesView[str]:
+        """The header values, the credential in plaintext."""
+        return self._items.values()
+
+    def __repr__(self) -> str:
+        shown = {**self._items, "Authorization": f"Bearer {self._token.redacted}"}
+        return f"BearerHeaders({shown!r})"
+
+    def __reduce__(self) -> tuple[type[BearerHeaders], tuple[SecretKey, dict[str, str]]]:
+        return (BearerHeaders, (self._token, self._others()))
+
+
+def forget_frames(exc: BaseException) -> BaseException:
+    """Detach the traceback of `exc` and of every exception in its cause/context chain.
+
+    For an exception raised in frames that held a secret (aiohttp's, holding the request
+    headers; a parser's, holding a body with a once-shown key): its type and message stay,
+    chained as they were, but no frame and so no local of those frames is reachable from
+    it any more. Tracebacks are detached, not cleared with `frame.clear()`, which would
+    finalize a coroutine still suspended in another task. Returns `exc`.
+    """
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        link = todo.pop()
+        if id(link) in seen:
+            continue
+        seen.add(id(link))
+        link.__traceback__ = None
+        todo.extend(e for e in (link.__cause__, link.__context__) if e is not None)
+        grouped = getattr(link, "exceptions", None)  # an exception group
+        if isinstance(grouped, tuple):
+            todo.extend(e for e in grouped if isinstance(e, BaseException))
+    return exc
 
 
 def redact_text(text: str) -> str:

@@ -30,12 +30,13 @@ from typing import Any, Final, TypeVar
 
 import attrs
 
+from cs2cap_account._arguments import check_count, check_seconds
 from cs2cap_account._clock import Clock, SystemClock
 from cs2cap_account._converter import structure
 from cs2cap_account._models import RateLimitInfo
 from cs2cap_account._ratelimit import SlidingWindowLimiter, parse_rate_limit, parse_retry_after
 from cs2cap_account._retry import AttemptBudget
-from cs2cap_account._secret import SecretKey
+from cs2cap_account._secret import BearerHeaders, SecretKey, forget_frames
 from cs2cap_account._transport import Response, Transport
 from cs2cap_account.errors import (
     APIConnectionError,
@@ -109,21 +110,44 @@ class RetryEvent:
     error: CS2CapError
 
 
+def _callables(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    """A sequence of callables (a list or tuple), not one callable or a string."""
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise TypeError(
+            f"{attribute.name} must be a list or tuple of callables, got {type(value).__name__}"
+        )
+    for hook in value:
+        if not callable(hook):
+            raise TypeError(f"each of {attribute.name} must be callable, got {type(hook).__name__}")
+
+
 @attrs.frozen
 class Hooks:
     """Instrumentation callbacks, for metrics. Each is called synchronously with an event.
 
-    A hook that raises is logged and ignored; it never fails the request.
+    Each argument is a list or tuple of callables. A hook that raises is logged and
+    ignored; it never fails the request.
     """
 
-    on_request: Sequence[Callable[[RequestEvent], object]] = ()
-    on_response: Sequence[Callable[[ResponseEvent], object]] = ()
-    on_retry: Sequence[Callable[[RetryEvent], object]] = ()
+    on_request: Sequence[Callable[[RequestEvent], object]] = attrs.field(
+        default=(), validator=_callables
+    )
+    on_response: Sequence[Callable[[ResponseEvent], object]] = attrs.field(
+        default=(), validator=_callables
+    )
+    on_retry: Sequence[Callable[[RetryEvent], object]] = attrs.field(
+        default=(), validator=_callables
+    )
 
 
 @attrs.frozen
 class Options:
-    """Per-client request settings; `with_options()` makes a copy with some changed."""
+    """Per-client request settings; `with_options()` makes a copy with some changed.
+
+    Checked when made: `timeout` and `deadline` (or None) are positive and finite,
+    `max_retries` an int of 0 or more, `max_retry_wait` 0 or more (infinity: honour any
+    `Retry-After`); a bool is not a number, and NaN is refused everywhere.
+    """
 
     timeout: float = 30.0
     max_retries: int = 2
@@ -131,14 +155,10 @@ class Options:
     max_retry_wait: float = 60.0
 
     def __attrs_post_init__(self) -> None:
-        if self.timeout <= 0:
-            raise ValueError("timeout must be positive")
-        if self.max_retries < 0:
-            raise ValueError("max_retries must be 0 or more")
-        if self.deadline is not None and self.deadline <= 0:
-            raise ValueError("deadline must be positive")
-        if self.max_retry_wait < 0:
-            raise ValueError("max_retry_wait must be 0 or more")
+        check_seconds(self.timeout, "timeout")
+        check_count(self.max_retries, "max_retries")
+        check_seconds(self.deadline, "deadline", optional=True)
+        check_seconds(self.max_retry_wait, "max_retry_wait", zero=True, infinite=True)
 
     @property
     def budget(self) -> AttemptBudget:
@@ -146,12 +166,8 @@ class Options:
         return AttemptBudget(self.max_retries + 1)
 
 
-def _bearer_headers(token: SecretKey, user_agent: str) -> dict[str, str]:
-    return {
-        "Authorization": f"Bearer {token.reveal()}",
-        "Accept": "application/json",
-        "User-Agent": user_agent,
-    }
+def _bearer_headers(token: SecretKey, user_agent: str) -> BearerHeaders:
+    return BearerHeaders(token, {"Accept": "application/json", "User-Agent": user_agent})
 
 
 @attrs.define
@@ -166,16 +182,16 @@ class Credentials:
     _session_token: SecretKey | None
     user_agent: str
     reload: Callable[[], Awaitable[SecretKey | None]] | None = attrs.field(default=None, repr=False)
-    # The headers carry the plaintext key: never in a repr.
-    _headers: dict[str, str] = attrs.field(init=False, repr=False)
-    _json_headers: dict[str, str] = attrs.field(init=False, repr=False)
+    # Built once per credential; their repr redacts the key they carry.
+    _headers: BearerHeaders = attrs.field(init=False, repr=False)
+    _json_headers: BearerHeaders = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         self._rebuild()
 
     def _rebuild(self) -> None:
         self._headers = _bearer_headers(self.current, self.user_agent)
-        self._json_headers = {**self._headers, "Content-Type": "application/json"}
+        self._json_headers = self._headers.with_header("Content-Type", "application/json")
 
     @property
     def current(self) -> SecretKey:
@@ -199,13 +215,15 @@ class Credentials:
         self._api_key = api_key
         self._rebuild()
 
-    def headers(self, *, json_body: bool, token: SecretKey | None = None) -> Mapping[str, str]:
-        """Request headers for the current credential, or for `token` when given."""
+    def headers(self, *, json_body: bool, token: SecretKey | None = None) -> BearerHeaders:
+        """Request headers for the current credential, or for `token` when given.
+
+        A `BearerHeaders`: a mapping whose repr redacts the credential, so no frame on the
+        request path holds the plaintext in a local that an error reporter would capture.
+        """
         if token is not None:
             headers = _bearer_headers(token, self.user_agent)
-            if json_body:
-                headers["Content-Type"] = "application/json"
-            return headers
+            return headers.with_header("Content-Type", "application/json") if json_body else headers
         return self._json_headers if json_body else self._headers
 
 
@@ -406,7 +424,7 @@ class Session:
             )
         if resp.status >= 400:
             raise _status_error(method, path, resp, shared.clock)
-        return structure(_decode(resp), cl, status_code=resp.status)
+        return _parse(resp, cl)
 
     @staticmethod
     def _retryable(error: CS2CapError, *, idempotent: bool) -> bool:
@@ -491,6 +509,22 @@ def _call_hooks(hooks: Sequence[Callable[[Any], object]], event: object) -> None
             hook(event)
         except Exception:
             logger.exception("a %s hook raised; ignored", type(event).__name__)
+
+
+def _parse(resp: Response, cl: type[T]) -> T:
+    """The body of a 2xx response structured as `cl`, or `MalformedResponseError`.
+
+    A body that fails to parse may hold a once-shown key (a reissue that took effect but
+    came back mangled): the decoder's, the converter's and their causes' frames held it in
+    their locals (`s`, `data`, `value`, `body`). Their tracebacks are detached before the
+    error goes on, so no error reporter capturing locals can ship that key; the message
+    names the field at fault, and the error's traceback starts here, where only `resp`
+    (whose repr shows the body's length, not its bytes) is in scope.
+    """
+    try:
+        return structure(_decode(resp), cl, status_code=resp.status)
+    except MalformedResponseError as exc:
+        raise forget_frames(exc)  # noqa: B904 - re-raised as it is, without its frames
 
 
 def _decode(resp: Response) -> Any:

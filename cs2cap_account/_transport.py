@@ -6,7 +6,9 @@
 A transport makes exactly one attempt (retries are the session's business) and reads the
 whole body. It raises only the SDK's own `APIConnectionError` / `APITimeoutError`, chained
 with `from exc`, with `request_sent` telling whether the request can have reached the
-server. `AiohttpTransport` is the default and the only module that calls aiohttp's client;
+server. The chained aiohttp exception keeps its type and message but not its traceback:
+aiohttp's frames hold the request headers, credential included, in their locals.
+`AiohttpTransport` is the default and the only module that calls aiohttp's client;
 aiohttp is imported when it first sends, so importing the SDK does not load aiohttp.
 `cs2cap_account.testing` ships another: `FakeCS2CapAPI.transport()`, with no socket.
 """
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 import attrs
 from multidict import CIMultiDictProxy
 
-from cs2cap_account._secret import redact_text
+from cs2cap_account._secret import forget_frames, redact_text
 from cs2cap_account.errors import APIConnectionError, APITimeoutError
 
 if TYPE_CHECKING:
@@ -40,7 +42,8 @@ class Response:
 
     status: int
     headers: CIMultiDictProxy[str]
-    body: bytes
+    # The body may be a once-shown key: a `resp` local in a captured traceback shows its size.
+    body: bytes = attrs.field(repr=lambda body: f"<{len(body)} bytes>")
     content_type: str
 
 
@@ -146,28 +149,38 @@ class AiohttpTransport:
             ) as resp:
                 content = await resp.read()
                 return Response(resp.status, resp.headers, content, resp.content_type)
+        # Each aiohttp exception is chained (`from exc`: its type and message explain the
+        # failure) without its traceback: aiohttp's frames, `_request` first, hold the
+        # request headers in plain dicts, `Authorization: Bearer <key>` included, and an
+        # error reporter capturing locals would walk them through `__cause__`. The frames
+        # are detached, not cleared: clearing could finalize a coroutine still suspended
+        # in another task (aiohttp shares DNS lookups between requests).
+        except asyncio.CancelledError as exc:
+            # Not translated, but `asyncio.wait_for` and `asyncio.timeout` chain it to the
+            # TimeoutError they raise: it goes on without aiohttp's frames too.
+            raise forget_frames(exc)  # noqa: B904 - re-raised as it is, without its frames
         except aiohttp.ConnectionTimeoutError as exc:
             raise APITimeoutError(
                 f"{describe_request(method, url)}: could not connect within {timeout:g} s",
                 request_sent=False,
-            ) from exc
+            ) from forget_frames(exc)
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise APITimeoutError(
                 f"{describe_request(method, url)}: no response within {timeout:g} s"
-            ) from exc
+            ) from forget_frames(exc)
         except aiohttp.ClientConnectorError as exc:
             raise APIConnectionError(
                 f"{describe_request(method, url)}: could not connect: {_reason(exc)}",
                 request_sent=False,
-            ) from exc
+            ) from forget_frames(exc)
         except aiohttp.ClientError as exc:
             raise APIConnectionError(
                 f"{describe_request(method, url)}: connection failed: {_reason(exc)}"
-            ) from exc
+            ) from forget_frames(exc)
         except OSError as exc:
             raise APIConnectionError(
                 f"{describe_request(method, url)}: connection failed: {_reason(exc)}"
-            ) from exc
+            ) from forget_frames(exc)
 
     async def aclose(self) -> None:
         """Close the session if this transport created it. Safe to call more than once."""

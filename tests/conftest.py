@@ -130,7 +130,8 @@ def _auditing_exit(audit: KeyAudit, exit_: Callable[..., bool]) -> Callable[...,
 def _no_key_leaks(request: pytest.FixtureRequest) -> Iterator[KeyAudit]:
     """Fail the test if a plaintext key issued by any `FakeCS2CapAPI` shows up in a log
     record (every record, DEBUG and up, via a handler on the root logger), an exception
-    raised out of the test or caught by `pytest.raises`, or the captured stdout/stderr.
+    raised out of the test or caught by `pytest.raises` (its text, and the locals of its
+    frames as a reporter capturing locals would show them), or the captured stdout/stderr.
     The verdict is given in `pytest_runtest_makereport`, phase by phase.
     """
     with tracking_fakes() as fakes, pytest.MonkeyPatch.context() as patch:
@@ -221,5 +222,7 @@ def pytest_runtest_makereport(
         audit.fakes.clear()
         STATS.tests_audited += 1
         STATS.log_records_audited += audit.handler.records if audit.handler else 0
+        STATS.exceptions_audited += audit.exceptions
+        STATS.locals_audited += audit.locals
         STATS.leaks += len(audit.leaks)
     return report

@@ -8,7 +8,10 @@ and session tokens. It looks for them in
 - every log record, at DEBUG and up (a handler on the root logger formats each record's
   message, its raw arguments and any traceback; records are checked in small batches);
 - every exception raised out of the test, and every exception a `pytest.raises` block
-  caught: message, repr and formatted traceback, with the whole cause/context chain;
+  caught: message, repr and formatted traceback, with the whole cause/context chain, and
+  the locals of every frame in those tracebacks as an error reporter that captures locals
+  (Sentry, `traceback.TracebackException(capture_locals=True)`) would show them: the
+  `repr()` of each (frames of the tests, of the fake and of pytest excepted);
 - the test's captured stdout and stderr (not for tests marked `reveals_keys`, which print
   a key on purpose), and any text handed to `check()`, such as a subprocess's output.
 
@@ -21,17 +24,42 @@ import contextlib
 import logging
 import traceback
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Final
 
 import attrs
 
-from cs2cap_account import SecretKey
+import cs2cap_account.testing
+from cs2cap_account import CS2CapError, SecretKey
 from cs2cap_account.testing import FakeCS2CapAPI, live_fakes
 
-__all__ = ["KeyAudit", "Leak", "LeakHandler", "exception_text", "leaked_keys", "record_text"]
+__all__ = [
+    "KeyAudit",
+    "Leak",
+    "LeakHandler",
+    "captured_locals",
+    "exception_text",
+    "leaked_keys",
+    "record_text",
+]
 
 # Log records are checked this many at a time: bounded memory, few passes over the keys.
 _BATCH: Final = 256
+# Frames whose locals are not the SDK's to keep clean: the tests' own code, the fake (the
+# server's side of the wire, here in the same process) and the test runner.
+_TESTS_DIR: Final = str(Path(__file__).resolve().parent.parent)
+_FAKE_DIR: Final = str(Path(cs2cap_account.testing.__file__).resolve().parent)
+_RUNNER_MODULES: Final = ("_pytest.", "pluggy.", "pytest_asyncio.")
+# Locals that hold a plaintext key and are not yet scrubbed from the errors raised past
+# them: the key stores' serialized records, which they must hold to write them. Each is
+# `(module, function, local)`; every other local, in these frames too, is still checked.
+NOT_YET_SCRUBBED: Final = frozenset(
+    {
+        ("cs2cap_account.stores._file", "_save", "data"),
+        ("cs2cap_account.stores._file", "_replace", "data"),
+        ("cs2cap_account.stores._redis", "save", "payload"),
+    }
+)
 
 
 def leaked_keys(text: str, keys: Iterable[SecretKey | str]) -> list[str]:
@@ -69,6 +97,9 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         seen.add(id(current))
         yield current
         todo.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+        cause = getattr(current, "cause", None)  # OutcomeUnknownError keeps one aside
+        if isinstance(cause, BaseException):
+            todo.append(cause)
         grouped = getattr(current, "exceptions", None)  # an exception group (3.11+)
         if isinstance(grouped, tuple):
             todo.extend(e for e in grouped if isinstance(e, BaseException))
@@ -86,6 +117,62 @@ def exception_text(exc: BaseException) -> str:
         except Exception as err:  # a broken __str__ must not hide the rest
             parts.append(f"<str() failed: {type(err).__name__}>")
     return "\n".join(parts)
+
+
+def _outside_the_sdk(frame: object) -> bool:
+    code = getattr(frame, "f_code", None)
+    filename = getattr(code, "co_filename", "")
+    module = str(getattr(frame, "f_globals", {}).get("__name__", ""))
+    return (
+        filename.startswith((_TESTS_DIR, _FAKE_DIR))
+        or module.startswith(_RUNNER_MODULES)
+        or module == "pytest"
+    )
+
+
+def _in_the_sdk(frame: object) -> bool:
+    module = str(getattr(frame, "f_globals", {}).get("__name__", ""))
+    return module.startswith("cs2cap_account.") and not module.startswith("cs2cap_account.testing")
+
+
+def _through_the_sdk(links: list[BaseException]) -> bool:
+    """Whether the SDK raised any of `links` or any of them passed through its frames."""
+    return any(
+        isinstance(link, CS2CapError)
+        or any(_in_the_sdk(frame) for frame, _ in traceback.walk_tb(link.__traceback__))
+        for link in links
+    )
+
+
+def captured_locals(exc: BaseException) -> list[tuple[str, str]]:
+    """What an error reporter that captures locals shows for `exc` and its whole chain.
+
+    For every frame of every traceback in the cause/context chain (and exception groups),
+    `(where, repr(value))` for each local, as `TracebackException(capture_locals=True)`
+    renders them: `repr()` of each value, which for a container reprs its items. Frames of
+    the tests, of the fake and of pytest are left out: their locals are not the SDK's; so
+    is an exception the SDK neither raised nor passed on (a test's own aiohttp request).
+    A `repr()` that raises is shown as such (in 3.11 it breaks `capture_locals` itself).
+    """
+    links = list(_chain(exc))
+    if not _through_the_sdk(links):
+        return []
+    found = []
+    for link in links:
+        for frame, _ in traceback.walk_tb(link.__traceback__):
+            if _outside_the_sdk(frame):
+                continue
+            function = frame.f_code.co_name
+            module = frame.f_globals.get("__name__")
+            for name, value in frame.f_locals.items():
+                if (module, function, name) in NOT_YET_SCRUBBED:
+                    continue
+                try:
+                    shown = repr(value)
+                except Exception as err:  # any failure is the finding
+                    shown = f"<repr() raised {type(err).__name__}>"
+                found.append((f"local {name!r} of {function}() in a {type(link).__name__}", shown))
+    return found
 
 
 @attrs.frozen
@@ -106,6 +193,9 @@ class KeyAudit:
     fakes: list[FakeCS2CapAPI]
     leaks: list[Leak] = attrs.field(factory=list)
     handler: LeakHandler | None = None
+    # How many exceptions were checked, and how many captured locals they had.
+    exceptions: int = attrs.field(default=0, init=False)
+    locals: int = attrs.field(default=0, init=False)
     _reported: set[Leak] = attrs.field(factory=set, init=False)
     _shown: int = attrs.field(default=0, init=False)
 
@@ -136,8 +226,15 @@ class KeyAudit:
         return found
 
     def check_exception(self, exc: BaseException, where: str) -> list[Leak]:
-        """Check everything `exc` and its chain would print."""
-        return self.check(exception_text(exc), where)
+        """Check everything `exc` and its chain would print, and their frames' locals."""
+        self.exceptions += 1
+        found = self.check(exception_text(exc), where)
+        shown = captured_locals(exc)
+        self.locals += len(shown)
+        if self.find("\n".join(text for _, text in shown)):  # one pass; then name the local
+            for local, text in shown:
+                found += self.check(text, f"{local}, {where}")
+        return found
 
     def redact(self, text: str) -> str:
         """`text` with every known key replaced by its redacted form."""

@@ -95,6 +95,8 @@ class Stats:
     load: list[str] = attrs.field(factory=list)
     tests_audited: int = 0
     log_records_audited: int = 0
+    exceptions_audited: int = 0
+    locals_audited: int = 0
     leaks: int = 0
     model_steps: int = 0
     model_runs: int = 0
@@ -133,7 +135,8 @@ class Stats:
         if self.tests_audited:
             out.append(
                 f"secret hygiene: {self.leaks} leaks in {self.tests_audited} tests "
-                f"({self.log_records_audited} log records audited)"
+                f"({self.log_records_audited} log records, {self.exceptions_audited} "
+                f"exceptions with {self.locals_audited} captured frame locals audited)"
             )
         return out
 

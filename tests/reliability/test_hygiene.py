@@ -89,6 +89,24 @@ def test_caught_by_pytest_raises() -> None:
         raise CS2CapError("caught " + api.root_key.reveal())
 
 
+def careless(token: SecretKey) -> None:
+    header = "Bearer " + token.reveal()
+    raise CS2CapError(f"refused ({{len(header)}} bytes of header)")
+
+
+def test_caught_with_a_key_in_a_frame_local() -> None:
+    api = fake()
+    with pytest.raises(CS2CapError):
+        careless(api.root_key)
+
+
+def test_caught_without_a_key_in_any_frame_local() -> None:
+    api = fake()
+    with pytest.raises(CS2CapError):
+        careless(SecretKey("sk_live_root_" + "N" * 28 + "none"))
+    assert api.root_key.reveal() != "sk_live_root_" + "N" * 28 + "none"
+
+
 def test_printed() -> None:
     print(fake().root_key.reveal())
 
@@ -133,6 +151,8 @@ EXPECTED = {
     "test_raised_exception": "FAILED",
     "test_chained_cause": "FAILED",
     "test_caught_by_pytest_raises": "FAILED",
+    "test_caught_with_a_key_in_a_frame_local": "FAILED",
+    "test_caught_without_a_key_in_any_frame_local": "PASSED",
     "test_printed": "FAILED",
     "test_printed_on_purpose": "PASSED",
     "test_printed_after_the_fake_is_gone": "FAILED",
@@ -182,12 +202,14 @@ def inner_run(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def test_every_kind_of_leak_fails_its_test_and_clean_tests_pass(inner_run: str) -> None:
     """Log records (message, args, tracebacks), raised and chained exceptions, exceptions
-    caught by `pytest.raises`, printed output (unless marked `reveals_keys`), failure
-    reports and the subprocess helper: each leak fails its test; clean tests pass.
+    caught by `pytest.raises` (their messages and their frames' locals), printed output
+    (unless marked `reveals_keys`), failure reports and the subprocess helper: each leak
+    fails its test; clean tests pass.
     """
     verdicts = dict(re.findall(r"test_inner\.py::(\w+) (PASSED|FAILED)", inner_run))
     assert verdicts == EXPECTED, inner_run[-4000:]
     assert "[secret hygiene] plaintext keys leaked" in inner_run
+    assert "in local 'header' of careless() in a CS2CapError" in inner_run  # named
 
 
 def test_the_audit_never_prints_a_key_in_full(inner_run: str) -> None:

@@ -90,7 +90,8 @@ class Seen:
     at: float
     method: str
     path: str
-    authorization: str | None
+    # The credential as sent: kept for the test to compare, never in a repr.
+    authorization: str | None = attrs.field(repr=False)
     content_type: str | None = None
     body: bytes | None = None
 

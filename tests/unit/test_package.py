@@ -26,6 +26,8 @@ INTERNAL = frozenset(
         "structure",  # _converter
         "parse_timestamp",  # _converter
         "redact_text",  # _secret
+        "BearerHeaders",  # _secret: the request headers, built by Credentials
+        "forget_frames",  # _secret: detaches tracebacks whose frames held a secret
     }
 )
 

@@ -26,7 +26,7 @@ from cs2cap_account import (
     UnprocessableEntityError,
     ValidationIssue,
 )
-from cs2cap_account._secret import redact_text
+from cs2cap_account._secret import BearerHeaders, forget_frames, redact_text
 
 from ._payloads import (
     ALL_SECRETS,
@@ -418,3 +418,77 @@ def test_credentials_of_the_wrong_kind_are_refused(
         AccountClient(**kwargs)
     assert next(iter(kwargs)) in str(caught.value)
     assert ROOT_KEY not in str(caught.value)
+
+
+def test_bearer_headers_send_the_plaintext_and_show_it_redacted() -> None:
+    """A transport reads `Bearer <plaintext>` from the mapping (any way it reads a
+    mapping); `repr()` and `str()` show the credential only redacted; copies, pickles and
+    added headers keep it.
+    """
+    key = SecretKey(ROOT_KEY)
+    headers = BearerHeaders(key, {"Accept": "application/json"})
+    wanted = {"Authorization": f"Bearer {ROOT_KEY}", "Accept": "application/json"}
+
+    assert dict(headers) == wanted
+    assert headers == wanted
+    assert dict(headers.items()) == wanted
+    assert list(headers.keys()) == list(wanted)
+    assert list(headers.values()) == list(wanted.values())
+    assert "Authorization" in headers
+    assert len(headers) == 2
+    for shown in (repr(headers), str(headers), repr([headers])):
+        assert ROOT_KEY not in shown
+        assert key.redacted in shown
+    assert pickle.loads(pickle.dumps(headers)) == headers  # noqa: S301 - our own bytes
+    assert copy.deepcopy(headers) == headers
+    longer = headers.with_header("Content-Type", "application/json")
+    assert longer == {**wanted, "Content-Type": "application/json"}
+    assert ROOT_KEY not in repr(longer)
+
+
+class _Group(Exception):
+    """Shaped like an exception group (3.11+): its members in `exceptions`."""
+
+    def __init__(self, *members: BaseException) -> None:
+        super().__init__("many")
+        self.exceptions = members
+
+
+def test_forget_frames_detaches_every_traceback_of_the_chain() -> None:
+    """The exception, its cause, its context and an exception group's members keep their
+    type and message but lose their frames, and so the locals those frames held.
+    """
+
+    def fail(secret: str) -> None:
+        raise KeyError(len(secret))
+
+    try:
+        try:
+            fail(ROOT_KEY)
+        except KeyError as inner:
+            try:
+                raise ValueError("v")
+            except ValueError as member:
+                group = _Group(member)
+            try:
+                raise group
+            except _Group:
+                raise RuntimeError("outer") from inner
+    except RuntimeError as exc:
+        outer = exc
+
+    assert outer.__cause__ is not None and outer.__context__ is not None
+    assert forget_frames(outer) is outer
+    for link in (outer, outer.__cause__, outer.__context__, *group.exceptions):
+        assert link.__traceback__ is None
+    assert ROOT_KEY not in "".join(
+        traceback.TracebackException.from_exception(outer, capture_locals=True).format()
+    )
+    assert str(outer) == "outer"
+
+
+def test_use_key_refuses_none() -> None:
+    """`use_key(None)` is a TypeError naming the argument, not an assertion."""
+    client = AccountClient(ROOT_KEY)
+    with pytest.raises(TypeError, match="api_key"):
+        client.use_key(None)  # type: ignore[arg-type]
