@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final, TypeAlias
 
 from cs2cap_account.errors import StoreError
+from cs2cap_account.stores._record import RecordBytes
 
 if TYPE_CHECKING:
     from cryptography.fernet import MultiFernet
@@ -85,9 +86,9 @@ def make_cipher(key: CipherKey | RecordCipher | None) -> RecordCipher | None:
     return RecordCipher(key)
 
 
-def seal_record_bytes(cipher: RecordCipher | None, data: bytes) -> bytes:
-    """What a store writes for the record bytes `data`."""
-    return data if cipher is None else cipher.seal(data)
+def seal_record_bytes(cipher: RecordCipher | None, data: RecordBytes) -> RecordBytes:
+    """What a store writes for the record bytes `data` (shown by length only)."""
+    return data if cipher is None else RecordBytes(cipher.seal(data))
 
 
 def open_record_bytes(cipher: RecordCipher | None, data: bytes, *, source: str) -> bytes:

@@ -17,6 +17,7 @@ __all__ = [
     "ChildSpec",
     "KeyRecord",
     "PendingRotation",
+    "RecordBytes",
     "StoredSubKey",
     "dump_record",
     "load_record",
@@ -98,7 +99,22 @@ def successor(
     )
 
 
-def dump_record(record: KeyRecord) -> bytes:
+class RecordBytes(bytes):
+    """A serialised record (plaintext keys inside) that shows only its length.
+
+    What stores write is kept in these, so a traceback's captured locals (`data`,
+    `payload`) in a store's frames, or in the OS call that failed, never show a key.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} bytes of a key record>"
+
+    __str__ = __repr__
+
+
+def dump_record(record: KeyRecord) -> RecordBytes:
     """Serialise a record to JSON bytes (plaintext keys included: protect the bytes).
 
     What is returned is proved to read back, through `load_record`, as a record equal to
@@ -109,9 +125,11 @@ def dump_record(record: KeyRecord) -> bytes:
     if not isinstance(record, KeyRecord):
         raise TypeError(f"a key store holds a KeyRecord, not {type(record).__name__}")
     try:
-        data = json.dumps(
-            converter.unstructure(record), separators=(",", ":"), allow_nan=False
-        ).encode()
+        data = RecordBytes(
+            json.dumps(
+                converter.unstructure(record), separators=(",", ":"), allow_nan=False
+            ).encode()
+        )
     except (TypeError, ValueError, AttributeError, RecursionError) as exc:
         # The messages name types and values' kinds only, never a field's value.
         detail = redact_text(str(exc)) or type(exc).__name__

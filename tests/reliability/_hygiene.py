@@ -50,16 +50,6 @@ _BATCH: Final = 256
 _TESTS_DIR: Final = str(Path(__file__).resolve().parent.parent)
 _FAKE_DIR: Final = str(Path(cs2cap_account.testing.__file__).resolve().parent)
 _RUNNER_MODULES: Final = ("_pytest.", "pluggy.", "pytest_asyncio.")
-# Locals that hold a plaintext key and are not yet scrubbed from the errors raised past
-# them: the key stores' serialized records, which they must hold to write them. Each is
-# `(module, function, local)`; every other local, in these frames too, is still checked.
-NOT_YET_SCRUBBED: Final = frozenset(
-    {
-        ("cs2cap_account.stores._file", "_save", "data"),
-        ("cs2cap_account.stores._file", "_replace", "data"),
-        ("cs2cap_account.stores._redis", "save", "payload"),
-    }
-)
 
 
 def leaked_keys(text: str, keys: Iterable[SecretKey | str]) -> list[str]:
@@ -163,10 +153,7 @@ def captured_locals(exc: BaseException) -> list[tuple[str, str]]:
             if _outside_the_sdk(frame):
                 continue
             function = frame.f_code.co_name
-            module = frame.f_globals.get("__name__")
             for name, value in frame.f_locals.items():
-                if (module, function, name) in NOT_YET_SCRUBBED:
-                    continue
                 try:
                     shown = repr(value)
                 except Exception as err:  # any failure is the finding
