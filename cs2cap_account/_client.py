@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import ipaddress
 import logging
@@ -326,6 +327,15 @@ class AccountClient:
     def rate_limit(self) -> RateLimitInfo | None:
         """What the latest response said about the rate limit, or None before any."""
         return self._session.shared.rate_limit
+
+    @property
+    def server_date(self) -> dt.datetime | None:
+        """The server's time by the latest response's `Date` header, or None without one.
+
+        The rotator measures a key's age against it, so a skewed local clock cannot make
+        a key look due (or never due).
+        """
+        return self._session.shared.server_date
 
     @property
     def clock(self) -> Clock:

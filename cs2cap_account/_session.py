@@ -22,6 +22,7 @@ left. `Retry-After` is honoured on any retryable status, not only on 429.
 from __future__ import annotations
 
 import datetime as dt
+import email.utils
 import json
 import logging
 import time
@@ -241,6 +242,7 @@ class Shared:
     _rate_headers: Mapping[str, str] | None = attrs.field(init=False, default=None)
     _rate_seen_at: dt.datetime | None = attrs.field(init=False, default=None)
     _rate_limit: RateLimitInfo | None = attrs.field(init=False, default=None)
+    _server_date: str | None = attrs.field(init=False, default=None)
 
     def learn_rate(self, requests_per_minute: int) -> None:
         """Pace requests at the rate the server reported for this key (unless fixed).
@@ -268,7 +270,9 @@ class Shared:
 
         The time they arrived is kept with them: relative values (`X-RateLimit-Reset` in
         seconds, `Retry-After`) count from the response, not from when they are read.
+        The `Date` header is kept as well (None when the latest response had none).
         """
+        self._server_date = headers.get("Date")
         for name in _RATE_HEADERS:  # a loop, not any(): this runs on every response
             if name in headers:
                 self._rate_headers = headers
@@ -282,6 +286,22 @@ class Shared:
         if self._rate_limit is None and self._rate_headers is not None:
             self._rate_limit = parse_rate_limit(self._rate_headers, now=self._rate_seen_at)
         return self._rate_limit
+
+    @property
+    def server_date(self) -> dt.datetime | None:
+        """The server's time as the latest response's `Date` header gave it (UTC).
+
+        None before any response, or when the latest had no readable `Date`.
+        """
+        if self._server_date is None:
+            return None
+        try:
+            moment = email.utils.parsedate_to_datetime(self._server_date)
+        except (TypeError, ValueError):
+            return None
+        if moment.tzinfo is None:  # "-0000": UTC, by RFC 5322
+            moment = moment.replace(tzinfo=dt.timezone.utc)
+        return moment.astimezone(dt.timezone.utc)
 
 
 OnAmbiguous = Callable[[CS2CapError], Awaitable[None]]

@@ -2,8 +2,9 @@
 
 `Protocol.rotate()` reads top to bottom:
 
-1-2. journal "pending" in the store: the write also proves the store is writable, so a
-     broken store stops the rotation before anything is revoked;
+1-2. journal "pending" in the store, and read it back: the store is proved writable and
+     readable (through its own parser), so a broken store stops the rotation before
+     anything is revoked;
 3.   snapshot the child keys into the journal (with `recreate_sub_keys`);
 4-6. reissue, save the new key (generation + 1), switch the client: shielded together
      from cancellation;
@@ -53,11 +54,17 @@ from cs2cap_account.stores._record import (
     successor,
 )
 
-__all__ = ["Protocol"]
+__all__ = ["KEY_EXPIRED", "Protocol", "key_expired"]
 
 logger: Final = logging.getLogger("cs2cap_account.rotation")
 
 _VERIFY_ATTEMPTS: Final = 5
+KEY_EXPIRED: Final = "AUTH_API_KEY_EXPIRED"
+
+
+def key_expired(error: BaseException) -> bool:
+    """Whether `error` is the API refusing a key because it expired."""
+    return isinstance(error, AuthenticationError) and error.code == KEY_EXPIRED
 
 
 @attrs.define
@@ -101,6 +108,7 @@ class Protocol:
                 f"the key store cannot be written ({exc}); {unchanged}",
                 previous_key_id=record.key_id,
             ) from exc
+        await self._prove_readable(journaled, record, unchanged)
         if not self._recreate_sub_keys:
             return journaled
         try:
@@ -115,11 +123,36 @@ class Protocol:
             pending = attrs.evolve(pending, children=tuple(children))
             return await self._io.write(attrs.evolve(record, pending=pending), record.generation)
         except CS2CapError as exc:  # StoreError included
+            if key_expired(exc):  # its children are out of reach: the new key starts bare
+                logger.warning("the expired root key cannot list its child keys (%s)", exc)
+                return journaled
             await self._io.write(record, record.generation)  # close the journal again
             raise RotationError(
                 f"could not record the child keys ({exc}); {unchanged}",
                 previous_key_id=record.key_id,
             ) from exc
+
+    async def _prove_readable(
+        self, journaled: KeyRecord, record: KeyRecord, unchanged: str
+    ) -> None:
+        """2. The journal reads back through the store's own parser as it was written.
+
+        A store that takes a write and cannot give it back (unreadable file, lossy
+        encoding) would take the new key too and lose it: stop before the reissue.
+        """
+        try:
+            loaded = await self._io.load()
+        except Exception as exc:  # whatever the store's reading raises, nothing is lost yet
+            problem = f"the journal written to the key store cannot be read back ({exc})"
+        else:
+            if loaded == journaled:
+                return
+            problem = "the key store gave back something other than the journal written to it"
+        try:
+            await self._io.write(record, record.generation)  # close the journal again
+        except StoreError as exc:
+            logger.warning("could not close the unreadable journal (%s)", exc)
+        raise RotationError(f"{problem}; {unchanged}", previous_key_id=record.key_id)
 
     async def _reissue_and_save(self, record: KeyRecord) -> KeyRecord:
         """4-6. Reissue, then save the new key and switch to it (or recover a lost one)."""
@@ -136,12 +169,30 @@ class Protocol:
                 previous_key_id=previous,
             ) from exc
         except CS2CapError as exc:
+            if key_expired(exc):
+                return await self._replace_expired(record, exc)
             await self._io.close_journal(record)
             raise RotationError(
                 f"the reissue failed ({exc}); nothing was revoked, the root key {previous} "
                 "is still in force",
                 previous_key_id=previous,
             ) from exc
+        await self._steps.passed(Step.REISSUED)
+        return await self.save_new_key(record, new.key, new.id)
+
+    async def _replace_expired(self, record: KeyRecord, expired: CS2CapError) -> KeyRecord:
+        """4. The root key expired, so it cannot reissue itself: reissue with the token.
+
+        Without a recovery token, the journal is closed and `RotationError` says how to
+        get a new key; no key works until then.
+        """
+        assert record.pending is not None
+        previous = record.pending.previous_key_id
+        halt = self._recovery.expired(previous)
+        if halt is not None:
+            await self._io.close_journal(record)
+            raise halt from expired
+        new = await self._recovery.replace_expired(previous)
         await self._steps.passed(Step.REISSUED)
         return await self.save_new_key(record, new.key, new.id)
 

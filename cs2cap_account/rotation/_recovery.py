@@ -37,6 +37,15 @@ LOST_WITHOUT_RECOVERY: Final = (
     "reissue again until a new key is in the store."
 )
 
+EXPIRED_WITHOUT_RECOVERY: Final = (
+    "The root key {key_id} has expired: the API refuses it (AUTH_API_KEY_EXPIRED), and an "
+    "expired key cannot reissue itself. Nothing was reissued. To recover: reissue the root "
+    "key with a session JWT (e.g. `AccountClient(session_token=...).reissue_key()`, or "
+    "from the CS2Cap dashboard) and put the new key in the store (`cs2cap-account key "
+    "reissue --store PATH` does both). To let the rotator do this itself next time, pass "
+    "recovery_token=<session JWT> to KeyRotator."
+)
+
 
 def _rescuer(client: AccountClient, token: SecretKey) -> AccountClient:
     """A copy of `client` sending `token` instead of the root key, sharing the rest."""
@@ -63,6 +72,37 @@ class Recovery:
         return RotationError(
             LOST_WITHOUT_RECOVERY.format(key_id=previous_key_id), previous_key_id=previous_key_id
         )
+
+    def expired(self, key_id: str) -> RotationError | None:
+        """The error to stop with when the root key `key_id` expired, if the token is missing.
+
+        None if the token can replace the key.
+        """
+        if self._token is not None:
+            return None
+        return RotationError(EXPIRED_WITHOUT_RECOVERY.format(key_id=key_id), previous_key_id=key_id)
+
+    async def replace_expired(self, key_id: str) -> ReissuedKey:
+        """Reissue the expired root key `key_id` with the token (not counted as a recovery).
+
+        `RotationError` if that fails; the journal stays open and the next check retries.
+        """
+        assert self._token is not None
+        logger.warning("the root key %s has expired; reissuing it with the recovery token", key_id)
+        async with _rescuer(self._client, self._token) as rescuer:
+            lost_ids: list[str] = []
+            try:
+                return await rescuer.reissue_key(
+                    use_new_key=False, on_lost=lambda info: lost_ids.append(info.id)
+                )
+            except CS2CapError as exc:
+                raise RotationError(
+                    f"the root key {key_id} has expired and reissuing it with the recovery "
+                    f"token failed ({exc}); the next check retries",
+                    previous_key_id=key_id,
+                ) from exc
+            finally:
+                self.recoveries += len(lost_ids)
 
     async def reissue(self, previous_key_id: str, lost: KeyLostError) -> ReissuedKey:
         """Reissue with the token; `RotationError` if that fails (the journal stays open).

@@ -22,17 +22,30 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Final
 
+import attrs
+
 from cs2cap_account._client import AccountClient
+from cs2cap_account._models import KeyInfo
 from cs2cap_account._secret import SecretKey
+from cs2cap_account.errors import AuthenticationError, StoreError
 from cs2cap_account.rotation._announce import Announcer
+from cs2cap_account.rotation._arguments import (
+    checked_callback,
+    checked_flag,
+    checked_fraction,
+    checked_reason,
+    checked_seconds,
+    checked_span,
+    checked_token,
+)
 from cs2cap_account.rotation._callbacks import Callback
 from cs2cap_account.rotation._catch_up import CatchUp
 from cs2cap_account.rotation._event import RotationEvent
 from cs2cap_account.rotation._holding import Holding
 from cs2cap_account.rotation._loops import follow, schedule
-from cs2cap_account.rotation._protocol import Protocol
+from cs2cap_account.rotation._protocol import Protocol, key_expired
 from cs2cap_account.rotation._recovery import Recovery
-from cs2cap_account.rotation._schedule import as_timedelta, due_reason
+from cs2cap_account.rotation._schedule import due
 from cs2cap_account.rotation._steps import StepHooks
 from cs2cap_account.rotation._store_io import StoreIO
 from cs2cap_account.rotation._tasks import Background, finish_even_if_cancelled
@@ -81,15 +94,18 @@ class KeyRotator:
         recreate_sub_keys: bool = False,
         callback_timeout: float = 30.0,
     ) -> None:
-        _check_settings(client, check_interval, callback_timeout, jitter)
+        _check_settings(client, store)
         self._client = client
         self._clock = client.clock
         self._store: KeyStore = store if store is not None else MemoryKeyStore()
-        self._max_age = as_timedelta(max_age, name="max_age")
-        self._before_expiry = as_timedelta(before_expiry, name="before_expiry")
-        self._check_interval = check_interval
-        self._jitter = jitter
-        token = SecretKey(recovery_token) if isinstance(recovery_token, str) else recovery_token
+        self._max_age = checked_span(max_age, "max_age")
+        self._before_expiry = checked_span(before_expiry, "before_expiry")
+        self._check_interval = checked_seconds(check_interval, "check_interval")
+        self._jitter = checked_fraction(jitter, "jitter")
+        token = checked_token(recovery_token, "recovery_token")
+        recreate_sub_keys = checked_flag(recreate_sub_keys, "recreate_sub_keys")
+        callback_timeout = checked_seconds(callback_timeout, "callback_timeout")
+        self._seen: _Seen | None = None  # the key the last check saw: the schedule's guard
         self._io = StoreIO(self._store, self._clock)
         self._holding = Holding(client)
         self._recovery = Recovery(client, token)
@@ -129,6 +145,7 @@ class KeyRotator:
         retried with backoff on failure; a failure is logged and listed in
         `event.callback_errors` and never undoes the rotation.
         """
+        checked_callback(callback)
         self._announcer.callbacks.append(callback)
         return callback
 
@@ -153,7 +170,11 @@ class KeyRotator:
         Concurrent callers share one rotation. If the store already holds a newer key
         (another process rotated), that key is adopted instead of reissuing again. Needs
         no `start()`: a rotator made for one rotation can just call this.
+
+        A key that has expired cannot reissue itself: it is replaced with the recovery
+        token (a session JWT) if there is one; without one, `RotationError` says how to.
         """
+        reason = checked_reason(reason)
         if self._inflight is None:
             task = asyncio.ensure_future(self._rotate(reason, self.current_key))
             task.add_done_callback(self._rotation_done)
@@ -234,14 +255,46 @@ class KeyRotator:
         if self._holding.halted is not None:
             logger.error("not rotating: %s", self._holding.halted)
             return caught_up
-        info = await self._client.get_key()
-        reason = due_reason(
-            info, self._clock.now(), max_age=self._max_age, before_expiry=self._before_expiry
-        )
+        try:
+            info = await self._client.get_key()
+        except AuthenticationError as exc:
+            if not key_expired(exc):
+                raise
+            logger.warning("the root key %s has expired; replacing it", self._holding.key_id)
+            return await self.rotate_now("expired")
+        reason = self._due(info)
         if reason is None:
             return caught_up
         logger.info("root key %s is due for rotation (%s)", info.id, reason)
         return await self.rotate_now(reason)
+
+    def _due(self, info: KeyInfo) -> str | None:
+        """Whether the key `info` describes is due, on the server's clock (`_schedule`)."""
+        seen = self._seen
+        if seen is None or seen.key_id != info.id:
+            # The first key seen has been in use for who knows how long; a later one
+            # since now (the monotonic clock bounds the schedule when no `Date` came).
+            since = None if seen is None else self._clock.monotonic()
+            seen = self._seen = _Seen(info.id, since)
+        held_for = None if seen.since is None else self._clock.monotonic() - seen.since
+        verdict = due(
+            info,
+            server_now=self._client.server_date,
+            local_now=self._clock.now(),
+            max_age=self._max_age,
+            before_expiry=self._before_expiry,
+            held_for=None if held_for is None else dt.timedelta(seconds=held_for),
+            first_seen_at=seen.first_seen_at,
+        )
+        if verdict.created_in_future and seen.first_seen_at is None:
+            logger.warning(
+                "the root key %s was created at %s by the server's account, which is in the "
+                "future of the server's own time; its age counts from now",
+                info.id,
+                info.created_at.isoformat(),
+            )
+            self._seen = attrs.evolve(seen, first_seen_at=verdict.created_at)
+        return verdict.reason
 
     async def _rotate(self, reason: str, held: SecretKey) -> RotationEvent:
         """Under the store's lock: catch up, then rotate unless that already moved the key."""
@@ -258,8 +311,16 @@ class KeyRotator:
             return await self._protocol.rotate(await self._io.load_existing(), reason)
 
     async def _after_refusal(self) -> SecretKey | None:
-        """The client's `on_unauthorized` hook: see `CatchUp.after_refusal`."""
-        return await self._catch_up.after_refusal(self._inflight)
+        """The client's `on_unauthorized` hook: see `CatchUp.after_refusal`.
+
+        A store that cannot be read leaves the 401 to stand: the caller learns that its
+        key was refused (`AuthenticationError`), not that the store is down.
+        """
+        try:
+            return await self._catch_up.after_refusal(self._inflight)
+        except StoreError as exc:
+            logger.error("could not look for a newer key in the store after a 401 (%s)", exc)
+            return None
 
     def _rotation_done(self, task: asyncio.Task[RotationEvent]) -> None:
         if self._inflight is task:
@@ -268,13 +329,27 @@ class KeyRotator:
             task.exception()  # retrieved: a rotation nobody awaited any more is not "lost"
 
 
-def _check_settings(
-    client: AccountClient, check_interval: float, callback_timeout: float, jitter: float
-) -> None:
-    """Refuse a rotator that could not work: `ValueError` saying why."""
+@attrs.frozen
+class _Seen:
+    """The key the last check saw, for the schedule's guards.
+
+    Its id; since when this process uses it (monotonic seconds; None for the key it
+    started with); and, for a key whose `created_at` was in the future, the server time
+    it was first seen at.
+    """
+
+    key_id: str
+    since: float | None
+    first_seen_at: dt.datetime | None = None
+
+
+def _check_settings(client: object, store: object) -> None:
+    """Refuse a rotator that could not work: `TypeError`/`ValueError` saying why."""
+    if not isinstance(client, AccountClient):
+        raise TypeError(f"KeyRotator needs an AccountClient, not {type(client).__name__}")
     if client.api_key is None:
         raise ValueError("KeyRotator needs a client holding the root API key it rotates")
-    if check_interval <= 0 or callback_timeout <= 0:
-        raise ValueError("check_interval and callback_timeout must be positive")
-    if not 0 <= jitter < 1:
-        raise ValueError("jitter must be a fraction in [0, 1)")
+    if store is not None and not isinstance(store, KeyStore):
+        raise TypeError(
+            f"store must be a KeyStore (load, save, lock, aclose), not {type(store).__name__}"
+        )

@@ -1,39 +1,111 @@
-"""When a key is due: computed from the server's timestamps, never from process start."""
+"""When a key is due: computed from the server's timestamps, never from process start.
+
+A key's age is measured on the server's clock: its `created_at` against the `Date` of
+the response that described it (the local clock stands in only when a response has no
+`Date`). A skewed local clock therefore cannot make a key look due, or never due.
+
+Two guards keep a schedule from rotating in a loop, whatever the clocks say:
+
+- a key this process switched to while running (its own rotation, or one adopted from
+  the store) is not rotated by the schedule until it has used it for `min_age()`, that is
+  `min(1 day, max_age / 2, half the key's lifetime)`, on the monotonic clock, which no
+  wall clock moves: so at most one scheduled rotation per `min_age()`, even where no
+  response carries a `Date`;
+- a `created_at` in the future (by more than `FUTURE_TOLERANCE`) is read as "created
+  when first seen": the rotator warns once and remembers that moment.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import random
+from typing import Final
+
+import attrs
 
 from cs2cap_account._models import KeyInfo
 
-__all__ = ["as_timedelta", "due_reason", "jittered"]
+__all__ = [
+    "FUTURE_TOLERANCE",
+    "LONGEST_MIN_AGE",
+    "Due",
+    "due",
+    "jittered",
+    "min_age",
+]
+
+FUTURE_TOLERANCE: Final = dt.timedelta(minutes=5)
+"""A `created_at` this far ahead of the server's `Date` is ordinary (second-precision
+headers, clocks of a server fleet); beyond it, it is a clock fault."""
+LONGEST_MIN_AGE: Final = dt.timedelta(days=1)
+"""`min_age()` never exceeds this."""
 
 
-def as_timedelta(value: dt.timedelta | float | None, *, name: str) -> dt.timedelta | None:
-    """Accept a timedelta or seconds; reject negative spans."""
-    if value is None:
-        return None
-    span = value if isinstance(value, dt.timedelta) else dt.timedelta(seconds=value)
-    if span < dt.timedelta(0):
-        raise ValueError(f"{name} must not be negative")
-    return span
+@attrs.frozen
+class Due:
+    """What a check found: the reason to rotate (or None), and the `created_at` it used.
+
+    `created_in_future`: the server's `created_at` was ahead of its own time by more than
+    `FUTURE_TOLERANCE`, so `created_at` is the moment the key was first seen instead.
+    """
+
+    reason: str | None
+    created_at: dt.datetime
+    created_in_future: bool = False
 
 
-def due_reason(
+def min_age(info: KeyInfo, max_age: dt.timedelta | None) -> dt.timedelta:
+    """The youngest a key may be for the schedule to rotate it.
+
+    `min(1 day, max_age / 2, half the key's lifetime)`: short enough that a key due again
+    is rotated well before it expires, long enough that no clock can make a loop of it.
+    """
+    floor = LONGEST_MIN_AGE
+    if max_age is not None:
+        floor = min(floor, max_age / 2)
+    if info.expires_at is not None:
+        floor = min(floor, max((info.expires_at - info.created_at) / 2, dt.timedelta(0)))
+    return floor
+
+
+def due(
     info: KeyInfo,
-    now: dt.datetime,
     *,
+    server_now: dt.datetime | None,
+    local_now: dt.datetime,
     max_age: dt.timedelta | None,
     before_expiry: dt.timedelta | None,
-) -> str | None:
-    """`"max_age"` or `"before_expiry"` if the key should be rotated now, else None."""
-    if max_age is not None and now - info.created_at >= max_age:
-        return "max_age"
-    expires_at = info.expires_at
-    if before_expiry is not None and expires_at is not None and expires_at - now <= before_expiry:
-        return "before_expiry"
-    return None
+    held_for: dt.timedelta | None = None,
+    first_seen_at: dt.datetime | None = None,
+) -> Due:
+    """Whether the key `info` describes is due, on the server's clock.
+
+    `server_now` is the `Date` of the response that carried `info` (None without one:
+    `local_now` stands in). `held_for` is how long, on the monotonic clock, this process
+    has used the key, if it switched to it while running. `first_seen_at` is the server
+    time at which a key with a future `created_at` was first seen, if it was: its age
+    counts from then, even once its `created_at` has passed.
+    """
+    now = server_now if server_now is not None else local_now
+    created_at = info.created_at
+    in_future = created_at - now > FUTURE_TOLERANCE
+    if first_seen_at is not None:  # once read as "created when first seen", always so
+        created_at = first_seen_at
+    elif in_future:
+        created_at = now
+    age = max(now - created_at, dt.timedelta(0))
+    reason = None
+    if max_age is not None and age >= max_age:
+        reason = "max_age"
+    elif (
+        before_expiry is not None
+        and info.expires_at is not None
+        and info.expires_at - now <= before_expiry
+    ):
+        reason = "before_expiry"
+    if reason is not None and held_for is not None and held_for < min_age(info, max_age):
+        reason = None  # switched to it too recently to rotate again, whatever the clocks say
+    return Due(reason, created_at, in_future)
 
 
 def jittered(seconds: float, jitter: float) -> float:

@@ -19,6 +19,7 @@ Every reply carries `X-RateLimit-Limit/Remaining/Reset/Tier`.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
 import math
 from collections import Counter
@@ -135,7 +136,12 @@ def build_app(backend: Backend) -> web.Application:
 
 def _endpoint(backend: Backend, route: Route) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handle(request: web.Request) -> web.Response:
-        return await _serve(backend, route, request)
+        response = await _serve(backend, route, request)
+        # The fake's own time, as a server's `Date`, so clients can measure skew against it.
+        response.headers["Date"] = email.utils.format_datetime(
+            backend.state.now().astimezone(timezone.utc), usegmt=True
+        )
+        return response
 
     return handle
 
