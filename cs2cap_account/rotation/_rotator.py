@@ -94,6 +94,10 @@ class KeyRotator:
         recreate_sub_keys: bool = False,
         callback_timeout: float = 30.0,
     ) -> None:
+        token = checked_token(recovery_token, "recovery_token")
+        # The plaintext stays in the SecretKey alone, not in this frame's locals, which an
+        # error reporter captures if a check below raises.
+        del recovery_token
         _check_settings(client, store)
         self._client = client
         self._clock = client.clock
@@ -102,7 +106,6 @@ class KeyRotator:
         self._before_expiry = checked_span(before_expiry, "before_expiry")
         self._check_interval = checked_seconds(check_interval, "check_interval")
         self._jitter = checked_fraction(jitter, "jitter")
-        token = checked_token(recovery_token, "recovery_token")
         recreate_sub_keys = checked_flag(recreate_sub_keys, "recreate_sub_keys")
         callback_timeout = checked_seconds(callback_timeout, "callback_timeout")
         self._seen: _Seen | None = None  # the key the last check saw: the schedule's guard
@@ -136,6 +139,8 @@ class KeyRotator:
         client.on_unauthorized(self._after_refusal)
 
     def __repr__(self) -> str:
+        if not hasattr(self, "_holding"):  # a half-built rotator, shown in captured locals
+            return "KeyRotator(<not initialised>)"
         return f"KeyRotator(store={self._store!r}, generation={self.generation})"
 
     def on_rotate(self, callback: Callback) -> Callback:

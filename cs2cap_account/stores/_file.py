@@ -77,7 +77,8 @@ class FileKeyStore:
         self._local = asyncio.Lock()
 
     def __repr__(self) -> str:
-        return f"FileKeyStore({str(self.path)!r})"
+        path = getattr(self, "path", None)  # None on a half-built store
+        return f"FileKeyStore({None if path is None else str(path)!r})"
 
     async def load(self) -> KeyRecord | None:
         """Read and parse the file; None if it does not exist yet."""

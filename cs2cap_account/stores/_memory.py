@@ -31,7 +31,8 @@ class MemoryKeyStore:
         self._lock = asyncio.Lock()
 
     def __repr__(self) -> str:
-        generation = None if self._record is None else self._record.generation
+        record = getattr(self, "_record", None)
+        generation = None if record is None else record.generation
         return f"MemoryKeyStore(generation={generation})"
 
     async def load(self) -> KeyRecord | None:

@@ -179,8 +179,9 @@ class RedisKeyStore:
         self._clock: Clock = clock or SystemClock()
 
     def __repr__(self) -> str:
-        encrypted = ", encrypted" if self._cipher is not None else ""
-        return f"RedisKeyStore(name={self.name!r}{encrypted})"
+        # getattr: a half-built store (its __init__ raised) may be shown in captured locals.
+        encrypted = ", encrypted" if getattr(self, "_cipher", None) is not None else ""
+        return f"RedisKeyStore(name={getattr(self, 'name', None)!r}{encrypted})"
 
     # -- the KeyStore protocol --------------------------------------------------------------
 
