@@ -1,10 +1,10 @@
-"""Fixtures of the unit tests: mocked HTTP and a client pointed at it.
+"""Fixtures of the client tests (the top-level modules): mocked HTTP and a client.
 
 Most unit tests pin the wire format: exact canned payloads (every field of a model, keys
 echoed in error bodies, bodies of the wrong shape) and exactly what the client handed to
 aiohttp (headers, query, body, `allow_redirects`), which aioresponses records. Tests of
 behaviour (pacing, hooks) use the fake in-process (`fake` from tests/conftest.py). No
-unit test opens a socket except tests/unit/test_transport.py's raw servers, where the
+unit test opens a socket except tests/client/test_transport.py's raw servers, where the
 socket is the point.
 """
 
