@@ -26,6 +26,7 @@ from cs2cap_account.rotation._journal import (
     Next,
     Probe,
     Refusal,
+    UnsavedKey,
     adoption_is_news,
     after_refusal,
     next_step,
@@ -33,11 +34,14 @@ from cs2cap_account.rotation._journal import (
 from cs2cap_account.rotation._protocol import Protocol
 from cs2cap_account.rotation._store_io import StoreIO
 from cs2cap_account.rotation._tasks import Background, finish_even_if_cancelled
-from cs2cap_account.stores._record import KeyRecord, successor
+from cs2cap_account.stores._record import KeyRecord, PendingRotation, successor
 
 __all__ = ["CatchUp"]
 
 logger: Final = logging.getLogger("cs2cap_account.rotation")
+
+# Steps one look may take: probes, a closed journal, a key kept aside, fenced writes.
+_MAX_STEPS: Final = 8
 
 
 @attrs.frozen
@@ -51,6 +55,16 @@ class _Probed:
     probe: Probe
     refusal: AuthenticationError | None = None
     live: tuple[SecretKey, KeyInfo] | None = None
+
+
+@attrs.frozen
+class _Done:
+    """A look ended, with the event of the rotation it finished, if any."""
+
+    event: RotationEvent | None
+
+
+_EMPTY_STORE: Final = frozenset({Next.INITIALISE, Next.WRITE_BACK_HELD, Next.RECOVER_INTO_EMPTY})
 
 
 @attrs.define
@@ -84,16 +98,18 @@ class CatchUp:
     async def locked(self) -> RotationEvent | None:
         """Carry out the steps the store calls for, up to the one that ends the look.
 
-        Loops only after a probe (which is not repeated for the same record) or a write
-        that closes the journal or drops the unsaved key, so it ends.
+        Loops after a probe (which is not repeated for the same record) or a write that
+        closes the journal or drops the unsaved key; bounded, so it ends.
         """
         record = await self._io.load()
         probed = _Probed(Probe.NOT_PROBED)
-        while True:
+        for _ in range(_MAX_STEPS):
             step = next_step(record, self._holding.held(), probed.probe)
-            if step is Next.INITIALISE:
-                await self._initialise()
-                return None
+            if step in _EMPTY_STORE:
+                done, probed = await self._into_empty(step, probed)
+                if done:
+                    return done.event
+                continue
             if step in {Next.NOTHING_TO_DO, Next.WAIT_HALTED}:
                 return None
             assert record is not None
@@ -101,6 +117,9 @@ class CatchUp:
                 return await self._adopt(record)
             if step is Next.RESUME_AND_PROBE:
                 probed = await self._probe(record)
+                continue
+            if step is Next.PROBE_HELD:
+                probed = await self._probe_held()
                 continue
             if step is Next.CLOSE_JOURNAL:
                 logger.info(
@@ -112,6 +131,31 @@ class CatchUp:
             else:
                 return await self._finish(step, record, probed)
             record, probed = await self._io.load(), _Probed(Probe.NOT_PROBED)
+        return None
+
+    async def _into_empty(self, step: Next, probed: _Probed) -> tuple[_Done | None, _Probed]:
+        """The steps for an empty store: initialise, write back, or recover.
+
+        Initialise it with the client's key, or write the unsaved key back, or recover a
+        key refused after a reset. Returns what ended the look, or (after a refused
+        initialisation) what that refusal found.
+        """
+        if step is Next.INITIALISE:
+            try:
+                await self._initialise()
+            except AuthenticationError as refusal:
+                if self._holding.key_id is None:
+                    raise  # a first use with a key that does not work
+                return None, _Probed(Probe.HELD_REVOKED, refusal)
+            return _Done(None), probed
+        if step is Next.RECOVER_INTO_EMPTY:
+            saved = await self._recover_into_empty(probed)
+        else:
+            unsaved = self._holding.unsaved
+            assert step is Next.WRITE_BACK_HELD
+            assert unsaved is not None
+            saved = await self._protocol.write_back(unsaved)
+        return _Done(await self._protocol.complete(saved)), probed
 
     async def _finish(self, step: Next, record: KeyRecord, probed: _Probed) -> RotationEvent:
         """The steps that end in a completed rotation."""
@@ -119,7 +163,7 @@ class CatchUp:
             unsaved = self._holding.unsaved
             assert unsaved is not None
             saved = await self._protocol.save_new_key(
-                record, unsaved.record.key, unsaved.record.key_id
+                record, unsaved.record.key, unsaved.record.key_id, unsaved.record.pending
             )
         elif step is Next.PROMOTE_KEPT_ASIDE:
             assert probed.live is not None
@@ -140,7 +184,49 @@ class CatchUp:
         record = successor(None, self._holding.key, info.id, at=self._clock.now())
         await self._io.write(record, None)
         self._holding.hold(record)
-        self._holding.announced = record.generation
+        self._holding.announced.add(record.key_id)
+
+    async def _recover_into_empty(self, probed: _Probed) -> KeyRecord:
+        """The store was reset and the key held here is refused: recover, or halt.
+
+        The journal that would say a reissue lost its key went with the reset. Recover
+        with the token (or halt), and write the new key back as generation 1 of a new
+        lineage.
+        """
+        previous = self._holding.key_id
+        assert previous is not None
+        logger.warning(
+            "the key store was emptied and the root key %s held here is refused", previous
+        )
+        lost = KeyLostError(str(probed.refusal), previous_key_id=previous)
+        halt = self._protocol.halt_for(previous)
+        if halt is not None:
+            raise halt from lost
+        new = await finish_even_if_cancelled(self._protocol.reissue_lost(previous, lost))
+        journal = PendingRotation(
+            from_generation=0,
+            previous_key_id=previous,
+            reason="recovered after the key store was reset",
+            started_at=self._clock.now(),
+        )
+        placeholder = successor(None, new.key, new.id, at=self._clock.now())
+        unsaved = UnsavedKey(attrs.evolve(placeholder, pending=journal), follows_key_id=previous)
+        return await finish_even_if_cancelled(self._protocol.write_back(unsaved))
+
+    async def _probe_held(self) -> _Probed:
+        """Whether the unsaved key held here still authenticates.
+
+        A refusal is an answer; no answer (network, 5xx) concludes nothing.
+        """
+        unsaved = self._holding.unsaved
+        assert unsaved is not None
+        try:
+            await self._client.get_key(key=unsaved.record.key)
+        except AuthenticationError as refusal:
+            return _Probed(Probe.HELD_REVOKED, refusal)
+        except CS2CapError:
+            return _Probed(Probe.NO_ANSWER)
+        return _Probed(Probe.HELD_WORKS)
 
     async def _keep_held_aside(self) -> None:
         """Keep the unsaved key aside in the store, which moved past the record it follows."""
@@ -162,7 +248,7 @@ class CatchUp:
         self._holding.hold(record)
         self._holding.halted = None
         if not news:
-            self._holding.announced = max(self._holding.announced, record.generation)
+            self._holding.announced.add(record.key_id)
             return None
         logger.info("adopting generation %d of the root key from the store", record.generation)
         made: dict[str, CreatedSubKey] = {}
