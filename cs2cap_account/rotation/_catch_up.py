@@ -149,7 +149,10 @@ class CatchUp:
                 return None, _Probed(Probe.HELD_REVOKED, refusal)
             return _Done(None), probed
         if step is Next.RECOVER_INTO_EMPTY:
-            saved = await self._recover_into_empty(probed)
+            recovered = await self._recover_into_empty(probed)
+            if recovered is None:
+                return _Done(None), probed
+            saved = recovered
         else:
             unsaved = self._holding.unsaved
             assert step is Next.WRITE_BACK_HELD
@@ -186,12 +189,13 @@ class CatchUp:
         self._holding.hold(record)
         self._holding.announced.add(record.key_id)
 
-    async def _recover_into_empty(self, probed: _Probed) -> KeyRecord:
-        """The store was reset and the key held here is refused: recover, or halt.
+    async def _recover_into_empty(self, probed: _Probed) -> KeyRecord | None:
+        """The store was reset and the key held here is refused: recover, wait, or halt.
 
-        The journal that would say a reissue lost its key went with the reset. Recover
-        with the token (or halt), and write the new key back as generation 1 of a new
-        lineage.
+        The journal that would say a reissue lost its key went with the reset. The key in
+        force, if it ever authenticated a call, is held by another process, which writes
+        it back: wait for it (None). If it never did, it is lost: recover with the token
+        (or halt), and write the new key back as generation 1 of a new lineage.
         """
         previous = self._holding.key_id
         assert previous is not None
@@ -202,6 +206,9 @@ class CatchUp:
         halt = self._protocol.halt_for(previous)
         if halt is not None:
             raise halt from lost
+        if await self._protocol.active_key_used():
+            logger.warning("the root key in force was used since its reissue; waiting for it")
+            return None
         new = await finish_even_if_cancelled(self._protocol.reissue_lost(previous, lost))
         journal = PendingRotation(
             from_generation=0,

@@ -166,6 +166,10 @@ class Protocol:
             self._holding.halted = halt
         return halt
 
+    async def active_key_used(self) -> bool:
+        """Whether the key in force was used since its reissue (so it is not lost)."""
+        return await self._recovery.active_key_used()
+
     async def reissue_lost(self, previous_key_id: str, lost: KeyLostError) -> ReissuedKey:
         """Reissue with the recovery token, replacing a lost key."""
         return await self._recovery.reissue(previous_key_id, lost)

@@ -64,6 +64,21 @@ class Recovery:
             LOST_WITHOUT_RECOVERY.format(key_id=previous_key_id), previous_key_id=previous_key_id
         )
 
+    async def active_key_used(self) -> bool:
+        """Whether the root key in force has authenticated a call since it was issued.
+
+        Asked with the token, when a store reset took the journal with it: a key that
+        was used is held by some process (which writes it back), not lost. Without the
+        token, or without an answer, it counts as used: nothing is reissued on a guess.
+        """
+        if self._token is None:
+            return True
+        async with _rescuer(self._client, self._token) as rescuer:
+            try:
+                return (await rescuer.get_key()).last_used_at is not None
+            except CS2CapError:
+                return True
+
     async def reissue(self, previous_key_id: str, lost: KeyLostError) -> ReissuedKey:
         """Reissue with the token; `RotationError` if that fails (the journal stays open).
 
