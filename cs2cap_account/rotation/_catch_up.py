@@ -142,12 +142,11 @@ class CatchUp:
         """
         if step is Next.INITIALISE:
             try:
-                await self._initialise()
+                return _Done(await self._initialise()), probed
             except AuthenticationError as refusal:
                 if self._holding.key_id is None:
                     raise  # a first use with a key that does not work
                 return None, _Probed(Probe.HELD_REVOKED, refusal)
-            return _Done(None), probed
         if step is Next.RECOVER_INTO_EMPTY:
             recovered = await self._recover_into_empty(probed)
             if recovered is None:
@@ -181,13 +180,17 @@ class CatchUp:
             saved = record
         return await self._protocol.complete(saved)
 
-    async def _initialise(self) -> None:
-        """First use of an empty store: the client's key becomes generation 1."""
+    async def _initialise(self) -> RotationEvent | None:
+        """An empty store: the client's key becomes generation 1 of a new lineage.
+
+        On first use that key is the one the process started with; after a reset, it may
+        be one it never announced (its rotation was stopped after the save): announced
+        now, as for any key adopted.
+        """
         info = await self._client.get_key()
         record = successor(None, self._holding.key, info.id, at=self._clock.now())
         await self._io.write(record, None)
-        self._holding.hold(record)
-        self._holding.announced.add(record.key_id)
+        return await self._adopt(record)
 
     async def _recover_into_empty(self, probed: _Probed) -> KeyRecord | None:
         """The store was reset and the key held here is refused: recover, wait, or halt.
@@ -209,7 +212,12 @@ class CatchUp:
         if await self._protocol.active_key_used():
             logger.warning("the root key in force was used since its reissue; waiting for it")
             return None
-        new = await finish_even_if_cancelled(self._protocol.reissue_lost(previous, lost))
+        # The reissue and the write-back of its key: no cancellation comes between them.
+        return await finish_even_if_cancelled(self._reissue_into_empty(previous, lost))
+
+    async def _reissue_into_empty(self, previous: str, lost: KeyLostError) -> KeyRecord:
+        """Reissue with the token, and write the key back into the empty store (or hold it)."""
+        new = await self._protocol.reissue_lost(previous, lost)
         journal = PendingRotation(
             from_generation=0,
             previous_key_id=previous,
@@ -218,7 +226,7 @@ class CatchUp:
         )
         placeholder = successor(None, new.key, new.id, at=self._clock.now())
         unsaved = UnsavedKey(attrs.evolve(placeholder, pending=journal), follows_key_id=previous)
-        return await finish_even_if_cancelled(self._protocol.write_back(unsaved))
+        return await self._protocol.write_back(unsaved)
 
     async def _probe_held(self) -> _Probed:
         """Whether the unsaved key held here still authenticates.
