@@ -230,6 +230,7 @@ async def test_a_store_written_again_with_a_revoked_key_takes_the_held_working_o
     record = await stored(a)
     assert (record.key, record.lineage, record.pending) == (held, "written-by-hand", None)
     assert a.client.api_key == held
+    assert held is not None
     assert api.is_active(held)
     assert a.fired == [record.key_id]
     assert api.reissues == 1
