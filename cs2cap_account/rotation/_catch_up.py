@@ -112,14 +112,14 @@ class CatchUp:
                 continue
             if step in {Next.NOTHING_TO_DO, Next.WAIT_HALTED}:
                 return None
+            if step is Next.PROBE_HELD:
+                probed = await self._probe_held()
+                continue
             assert record is not None
             if step is Next.ADOPT:
                 return await self._adopt(record)
             if step is Next.RESUME_AND_PROBE:
                 probed = await self._probe(record)
-                continue
-            if step is Next.PROBE_HELD:
-                probed = await self._probe_held()
                 continue
             if step is Next.CLOSE_JOURNAL:
                 logger.info(

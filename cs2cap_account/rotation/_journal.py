@@ -24,8 +24,10 @@ key appears in the store). An unsaved key is never dropped:
 
 - the store still holds the record it follows (same lineage, same key id, one generation
   before): it is saved over it (`SAVE_HELD`);
-- the store is empty (reset): it is written back, as generation 1 of a new lineage, with
-  its rotation's journal, so the rest of the rotation follows (`WRITE_BACK_HELD`);
+- the store is empty (reset): if it still works (`PROBE_HELD`), it is written back, as
+  generation 1 of a new lineage, with its rotation's journal, so the rest of the
+  rotation follows (`WRITE_BACK_HELD`); if it is refused, as for any refused key in an
+  emptied store (below);
 - the store moved on, or was reset and written by another process: whether the held key
   still works decides (`PROBE_HELD`). It works: it is the live key, saved over whatever
   is stored (`SAVE_HELD`); it is refused: a later reissue revoked it, and it is kept
@@ -69,7 +71,7 @@ class Next(enum.Enum):
     PROBE_HELD = "probe-held"
     """The store does not hold what an unsaved key follows: probe the unsaved key."""
     WRITE_BACK_HELD = "write-back-held"
-    """The store is empty and this process holds an unsaved key: write it back, journal too."""
+    """The store is empty and an unsaved key held here works: write it back, journal too."""
     RECOVER_INTO_EMPTY = "recover-into-empty"
     """The store is empty and the key held here is refused: recover with the token."""
     COMPLETE = "complete"
@@ -175,8 +177,12 @@ def next_step(stored: KeyRecord | None, held: Held, probe: Probe = Probe.NOT_PRO
 
 def _empty(held: Held, probe: Probe) -> Next:
     """The step for an empty store: a first use, or a reset."""
-    if held.unsaved is not None:
-        return Next.WRITE_BACK_HELD
+    if held.unsaved is not None and probe is not Probe.HELD_REVOKED:
+        # Written back only if it works: a later reissue may have revoked it.
+        return {
+            Probe.HELD_WORKS: Next.WRITE_BACK_HELD,
+            Probe.NO_ANSWER: Next.NOTHING_TO_DO,
+        }.get(probe, Next.PROBE_HELD)
     reset = held.key_id is not None  # it held a stored key: the store was reset
     if reset and probe is Probe.HELD_REVOKED:
         return Next.RECOVER_INTO_EMPTY

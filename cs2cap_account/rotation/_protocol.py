@@ -40,7 +40,7 @@ from cs2cap_account.errors import (
 from cs2cap_account.rotation._announce import Announcer
 from cs2cap_account.rotation._event import RotationEvent
 from cs2cap_account.rotation._holding import Holding
-from cs2cap_account.rotation._journal import Next, UnsavedKey, next_step
+from cs2cap_account.rotation._journal import Next, Probe, UnsavedKey, next_step
 from cs2cap_account.rotation._recovery import Recovery
 from cs2cap_account.rotation._steps import Step, StepHooks
 from cs2cap_account.rotation._store_io import StoreIO
@@ -234,9 +234,10 @@ class Protocol:
             latest = await self._io.load()
         except StoreError as failed:
             raise self._unsaveable(unsaved, failed) from exc
-        if next_step(latest, attrs.evolve(self._holding.held(), unsaved=unsaved)) is (
-            Next.WRITE_BACK_HELD
-        ):
+        # A key reissued a moment ago, under the lock, works (its verification follows).
+        fresh = Probe.HELD_WORKS if latest is None else Probe.NOT_PROBED
+        held = attrs.evolve(self._holding.held(), unsaved=unsaved)
+        if next_step(latest, held, fresh) is Next.WRITE_BACK_HELD:
             return await self.write_back(unsaved)
         try:
             await self._io.keep_aside(unsaved.record.key)

@@ -93,7 +93,7 @@ HELD: dict[str, Held] = {
 # next_step(shape, held) before any probe.
 STEPS = """
                     fresh             holding           unsaved           halted
-empty               initialise        initialise        write-back-held   initialise
+empty               initialise        initialise        probe-held        initialise
 same                adopt             nothing-to-do     save-held         wait-halted
 same+aside          adopt             nothing-to-do     save-held         wait-halted
 newer               adopt             adopt             probe-held        adopt
@@ -143,17 +143,19 @@ reinit-journal      close-journal  recover         recover             nothing-t
 """
 
 # next_step(shape, unsaved) given what the probe of the unsaved key U found: the live key
-# is saved over whatever is stored; a revoked one is kept aside, never dropped.
+# is saved over whatever is stored (written back into an empty store); a revoked one is
+# kept aside, never dropped (in an empty store, the refused key of a reset: see below).
 AFTER_HELD_PROBE = """
-                    held-works  held-revoked     no-answer
-newer               save-held   keep-held-aside  nothing-to-do
-reset               save-held   keep-held-aside  nothing-to-do
-journal-new         save-held   keep-held-aside  nothing-to-do
-journal-new+aside   save-held   keep-held-aside  nothing-to-do
-other-lineage       save-held   keep-held-aside  nothing-to-do
-reinit-old          save-held   keep-held-aside  nothing-to-do
-reinit-newer        save-held   keep-held-aside  nothing-to-do
-reinit-journal      save-held   keep-held-aside  nothing-to-do
+                    held-works       held-revoked        no-answer
+empty               write-back-held  recover-into-empty  nothing-to-do
+newer               save-held        keep-held-aside     nothing-to-do
+reset               save-held        keep-held-aside     nothing-to-do
+journal-new         save-held        keep-held-aside     nothing-to-do
+journal-new+aside   save-held        keep-held-aside     nothing-to-do
+other-lineage       save-held        keep-held-aside     nothing-to-do
+reinit-old          save-held        keep-held-aside     nothing-to-do
+reinit-newer        save-held        keep-held-aside     nothing-to-do
+reinit-journal      save-held        keep-held-aside     nothing-to-do
 """
 
 # after_refusal(shape, sends_stored_key=...) when no rotation is in flight, by probe.
@@ -212,7 +214,7 @@ def test_the_tables_cover_every_state_shape_probe_and_answer() -> None:
     assert set(refusals) == set(
         itertools.product(REFUSAL_SHAPES, [p.value for p in refusal_probes])
     )
-    answers = {*steps.values(), *after.values(), *held_after.values(), "recover-into-empty"}
+    answers = {*steps.values(), *after.values(), *held_after.values()}
     assert answers == {n.value for n in Next}
     assert {*refusals.values(), Refusal.AWAIT_ROTATION.value} == {r.value for r in Refusal}
 
@@ -294,8 +296,9 @@ def test_a_probe_matters_only_to_a_journal_being_finished(
         ("holding", Probe.HELD_WORKS, Next.INITIALISE),
         ("holding", Probe.HELD_REVOKED, Next.RECOVER_INTO_EMPTY),
         ("halted", Probe.HELD_REVOKED, Next.RECOVER_INTO_EMPTY),
-        ("unsaved", Probe.NOT_PROBED, Next.WRITE_BACK_HELD),
-        ("unsaved", Probe.HELD_REVOKED, Next.WRITE_BACK_HELD),
+        ("unsaved", Probe.NOT_PROBED, Next.PROBE_HELD),
+        ("unsaved", Probe.HELD_WORKS, Next.WRITE_BACK_HELD),
+        ("unsaved", Probe.HELD_REVOKED, Next.RECOVER_INTO_EMPTY),  # revoked since
     ],
 )
 def test_an_empty_store(state: str, probe: Probe, expected: Next) -> None:
