@@ -65,7 +65,12 @@ class Holding:
         )
 
     def hold(self, record: KeyRecord) -> None:
-        """Send `record`'s key from now on, and remember its generation and id."""
+        """Send `record`'s key from now on, and remember its generation and id.
+
+        A halt concerns the key held when it was raised: holding another one lifts it.
+        """
+        if record.key_id != self.key_id:
+            self.halted = None
         self._switch(record.key)
         self.generation = record.generation
         self.key_id = record.key_id

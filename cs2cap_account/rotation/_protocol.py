@@ -267,7 +267,10 @@ class Protocol:
         # 7. Verify.
         if not await self._verify(record):
             # The saved key never authenticated: a reissue landed after it (e.g. a timed-out
-            # attempt completing late). Only the recovery token can mend that.
+            # attempt completing late). Only the recovery token can mend that, unless the
+            # store holds another key by now (a reset store written again by a process
+            # that recovered): that reissue is the one that landed, and it is adopted.
+            await self._unless_superseded(record)
             lost = KeyLostError(
                 f"the new root key {record.key_id} does not authenticate",
                 previous_key_id=record.key_id,
@@ -300,6 +303,19 @@ class Protocol:
         except StoreError as exc:
             logger.warning("could not close the rotation journal (%s); the next check will", exc)
         return event
+
+    async def _unless_superseded(self, record: KeyRecord) -> None:
+        """Raise `RotationError` if the store holds another key than `record`'s now."""
+        try:
+            latest = await self._io.load()
+        except StoreError:
+            return
+        if latest is not None and latest.key_id != record.key_id:
+            raise RotationError(
+                f"the new root key {record.key_id} does not authenticate, and the store holds "
+                f"another key, {latest.key_id}, by now: it is adopted at the next look",
+                previous_key_id=record.key_id,
+            )
 
     async def _verify(self, record: KeyRecord) -> bool:
         """7. Whether the new key authenticates (a 401 may be propagation delay: retried).
