@@ -1,6 +1,6 @@
 """Telling this process about a new key (step 9): callbacks, then `events()` subscribers.
 
-Once per generation in a process, whether the key was rotated here or adopted from the
+Once per key id in a process, whether the key was rotated here or adopted from the
 store.
 """
 
@@ -36,10 +36,10 @@ class Announcer:
     _subscribers: set[asyncio.Queue[RotationEvent]] = attrs.field(factory=set)
 
     async def announce(self, event: RotationEvent) -> RotationEvent:
-        """9. Callbacks, then `events()` subscribers; once per generation in this process."""
-        if event.generation <= self._holding.announced:
+        """9. Callbacks, then `events()` subscribers; once per key id in this process."""
+        if event.key_id in self._holding.announced:
             return event
-        self._holding.announced = event.generation
+        self._holding.announced.add(event.key_id)
         # Known at once, before the callbacks end: a rotate_now() that finds the key already
         # moved returns this event rather than reissuing again (its callback_errors then
         # are those known so far: none).

@@ -26,18 +26,22 @@ from cs2cap_account.rotation._journal import (
     Next,
     Probe,
     Refusal,
+    UnsavedKey,
     adoption_is_news,
     after_refusal,
     next_step,
 )
-from cs2cap_account.rotation._protocol import Protocol
+from cs2cap_account.rotation._protocol import Protocol, key_expired
 from cs2cap_account.rotation._store_io import StoreIO
 from cs2cap_account.rotation._tasks import Background, finish_even_if_cancelled
-from cs2cap_account.stores._record import KeyRecord, successor
+from cs2cap_account.stores._record import KeyRecord, PendingRotation, successor
 
 __all__ = ["CatchUp"]
 
 logger: Final = logging.getLogger("cs2cap_account.rotation")
+
+# Steps one look may take: probes, a closed journal, a key kept aside, fenced writes.
+_MAX_STEPS: Final = 8
 
 
 @attrs.frozen
@@ -51,6 +55,16 @@ class _Probed:
     probe: Probe
     refusal: AuthenticationError | None = None
     live: tuple[SecretKey, KeyInfo] | None = None
+
+
+@attrs.frozen
+class _Done:
+    """A look ended, with the event of the rotation it finished, if any."""
+
+    event: RotationEvent | None
+
+
+_EMPTY_STORE: Final = frozenset({Next.INITIALISE, Next.WRITE_BACK_HELD, Next.RECOVER_INTO_EMPTY})
 
 
 @attrs.define
@@ -84,18 +98,23 @@ class CatchUp:
     async def locked(self) -> RotationEvent | None:
         """Carry out the steps the store calls for, up to the one that ends the look.
 
-        Loops only after a probe (which is not repeated for the same record) or a write
-        that closes the journal or drops the unsaved key, so it ends.
+        Loops after a probe (which is not repeated for the same record) or a write that
+        closes the journal or drops the unsaved key; bounded, so it ends.
         """
         record = await self._io.load()
         probed = _Probed(Probe.NOT_PROBED)
-        while True:
+        for _ in range(_MAX_STEPS):
             step = next_step(record, self._holding.held(), probed.probe)
-            if step is Next.INITIALISE:
-                await self._initialise()
-                return None
+            if step in _EMPTY_STORE:
+                done, probed = await self._into_empty(step, probed)
+                if done:
+                    return done.event
+                continue
             if step in {Next.NOTHING_TO_DO, Next.WAIT_HALTED}:
                 return None
+            if step is Next.PROBE_HELD:
+                probed = await self._probe_held()
+                continue
             assert record is not None
             if step is Next.ADOPT:
                 return await self._adopt(record)
@@ -112,6 +131,33 @@ class CatchUp:
             else:
                 return await self._finish(step, record, probed)
             record, probed = await self._io.load(), _Probed(Probe.NOT_PROBED)
+        return None
+
+    async def _into_empty(self, step: Next, probed: _Probed) -> tuple[_Done | None, _Probed]:
+        """The steps for an empty store: initialise, write back, or recover.
+
+        Initialise it with the client's key, or write the unsaved key back, or recover a
+        key refused after a reset. Returns what ended the look, or (after a refused
+        initialisation) what that refusal found.
+        """
+        if step is Next.INITIALISE:
+            try:
+                return _Done(await self._initialise()), probed
+            except AuthenticationError as refusal:
+                if self._holding.key_id is None:
+                    raise  # a first use with a key that does not work
+                return None, _Probed(Probe.HELD_REVOKED, refusal)
+        if step is Next.RECOVER_INTO_EMPTY:
+            recovered = await self._recover_into_empty(probed)
+            if recovered is None:
+                return _Done(None), probed
+            saved = recovered
+        else:
+            unsaved = self._holding.unsaved
+            assert step is Next.WRITE_BACK_HELD
+            assert unsaved is not None
+            saved = await self._protocol.write_back(unsaved)
+        return _Done(await self._protocol.complete(saved)), probed
 
     async def _finish(self, step: Next, record: KeyRecord, probed: _Probed) -> RotationEvent:
         """The steps that end in a completed rotation."""
@@ -119,7 +165,7 @@ class CatchUp:
             unsaved = self._holding.unsaved
             assert unsaved is not None
             saved = await self._protocol.save_new_key(
-                record, unsaved.record.key, unsaved.record.key_id
+                record, unsaved.record.key, unsaved.record.key_id, unsaved.record.pending
             )
         elif step is Next.PROMOTE_KEPT_ASIDE:
             assert probed.live is not None
@@ -134,13 +180,74 @@ class CatchUp:
             saved = record
         return await self._protocol.complete(saved)
 
-    async def _initialise(self) -> None:
-        """First use of an empty store: the client's key becomes generation 1."""
-        info = await self._client.get_key()
-        record = successor(None, self._holding.key, info.id, at=self._clock.now())
+    async def _initialise(self) -> RotationEvent | None:
+        """An empty store: the client's key becomes generation 1 of a new lineage.
+
+        On first use that key is the one the process started with; after a reset, it may
+        be one it never announced (its rotation was stopped after the save): announced
+        now, as for any key adopted.
+        """
+        try:
+            key_id = (await self._client.get_key()).id
+        except AuthenticationError as exc:
+            if not key_expired(exc):
+                raise
+            # Recorded as it is; the check that follows replaces it (`KeyRotator.check`).
+            key_id = await self._protocol.id_of_expired(exc)
+        record = successor(None, self._holding.key, key_id, at=self._clock.now())
         await self._io.write(record, None)
-        self._holding.hold(record)
-        self._holding.announced = record.generation
+        return await self._adopt(record)
+
+    async def _recover_into_empty(self, probed: _Probed) -> KeyRecord | None:
+        """The store was reset and the key held here is refused: recover, wait, or halt.
+
+        The journal that would say a reissue lost its key went with the reset. The key in
+        force, if it ever authenticated a call, is held by another process, which writes
+        it back: wait for it (None). If it never did, it is lost: recover with the token
+        (or halt), and write the new key back as generation 1 of a new lineage.
+        """
+        previous = self._holding.key_id
+        assert previous is not None
+        logger.warning(
+            "the key store was emptied and the root key %s held here is refused", previous
+        )
+        lost = KeyLostError(str(probed.refusal), previous_key_id=previous)
+        halt = self._protocol.halt_for(previous)
+        if halt is not None:
+            raise halt from lost
+        if await self._protocol.active_key_used():
+            logger.warning("the root key in force was used since its reissue; waiting for it")
+            return None
+        # The reissue and the write-back of its key: no cancellation comes between them.
+        return await finish_even_if_cancelled(self._reissue_into_empty(previous, lost))
+
+    async def _reissue_into_empty(self, previous: str, lost: KeyLostError) -> KeyRecord:
+        """Reissue with the token, and write the key back into the empty store (or hold it)."""
+        new = await self._protocol.reissue_lost(previous, lost)
+        journal = PendingRotation(
+            from_generation=0,
+            previous_key_id=previous,
+            reason="recovered after the key store was reset",
+            started_at=self._clock.now(),
+        )
+        placeholder = successor(None, new.key, new.id, at=self._clock.now())
+        unsaved = UnsavedKey(attrs.evolve(placeholder, pending=journal), follows_key_id=previous)
+        return await self._protocol.write_back(unsaved)
+
+    async def _probe_held(self) -> _Probed:
+        """Whether the unsaved key held here still authenticates.
+
+        A refusal is an answer; no answer (network, 5xx) concludes nothing.
+        """
+        unsaved = self._holding.unsaved
+        assert unsaved is not None
+        try:
+            await self._client.get_key(key=unsaved.record.key)
+        except AuthenticationError as refusal:
+            return _Probed(Probe.HELD_REVOKED, refusal)
+        except CS2CapError:
+            return _Probed(Probe.NO_ANSWER)
+        return _Probed(Probe.HELD_WORKS)
 
     async def _keep_held_aside(self) -> None:
         """Keep the unsaved key aside in the store, which moved past the record it follows."""
@@ -162,7 +269,7 @@ class CatchUp:
         self._holding.hold(record)
         self._holding.halted = None
         if not news:
-            self._holding.announced = max(self._holding.announced, record.generation)
+            self._holding.announced.add(record.key_id)
             return None
         logger.info("adopting generation %d of the root key from the store", record.generation)
         made: dict[str, CreatedSubKey] = {}

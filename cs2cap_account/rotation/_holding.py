@@ -26,15 +26,17 @@ __all__ = ["Holding"]
 class Holding:
     """The key this process holds and what it knows about it; switches the client.
 
-    `generation` and `key_id` are those of the stored record the client's key comes
-    from (0 and None before the first look). `halted` is the error a lost key with no
-    way to recover it left; `unsaved` a reissued key the store could not take yet.
+    `generation`, `key_id` and `lineage` are those of the stored record the client's key
+    comes from (0 and None before the first look); `announced` the key ids announced here.
+    `halted` is the error a lost key with no way to recover it left; `unsaved` a reissued
+    key the store could not take yet.
     """
 
     _client: AccountClient
     generation: int = 0
     key_id: str | None = None
-    announced: int = 0
+    lineage: str | None = None
+    announced: set[str] = attrs.field(factory=set)
     halted: RotationError | None = None
     unsaved: UnsavedKey | None = None
     last_event: RotationEvent | None = None
@@ -56,16 +58,23 @@ class Holding:
         return Held(
             generation=self.generation,
             key_id=self.key_id,
-            announced=self.announced,
+            lineage=self.lineage,
+            announced=frozenset(self.announced),
             unsaved=self.unsaved,
             halted=self.halted is not None,
         )
 
     def hold(self, record: KeyRecord) -> None:
-        """Send `record`'s key from now on, and remember its generation and id."""
+        """Send `record`'s key from now on, and remember its generation and id.
+
+        A halt concerns the key held when it was raised: holding another one lifts it.
+        """
+        if record.key_id != self.key_id:
+            self.halted = None
         self._switch(record.key)
         self.generation = record.generation
         self.key_id = record.key_id
+        self.lineage = record.lineage
         if self.unsaved is not None and self.unsaved.record.key_id == record.key_id:
             self.unsaved = None  # it is stored now
 

@@ -26,7 +26,7 @@ import attrs
 
 from cs2cap_account._client import AccountClient
 from cs2cap_account._clock import Clock
-from cs2cap_account._models import CreatedSubKey
+from cs2cap_account._models import CreatedSubKey, ReissuedKey
 from cs2cap_account._retry import retry_on, retrying
 from cs2cap_account._secret import SecretKey
 from cs2cap_account.errors import (
@@ -41,7 +41,7 @@ from cs2cap_account.errors import (
 from cs2cap_account.rotation._announce import Announcer
 from cs2cap_account.rotation._event import RotationEvent
 from cs2cap_account.rotation._holding import Holding
-from cs2cap_account.rotation._journal import UnsavedKey
+from cs2cap_account.rotation._journal import Next, Probe, UnsavedKey, next_step
 from cs2cap_account.rotation._recovery import Recovery
 from cs2cap_account.rotation._steps import Step, StepHooks
 from cs2cap_account.rotation._store_io import StoreIO
@@ -210,40 +210,109 @@ class Protocol:
         new = await self._recovery.reissue(previous, lost)
         return await self.save_new_key(record, new.key, new.id)
 
-    async def save_new_key(self, record: KeyRecord, key: SecretKey, key_id: str) -> KeyRecord:
+    def halt_for(self, previous_key_id: str) -> RotationError | None:
+        """Without the recovery token, halt (and return why) after a lost key."""
+        halt = self._recovery.halt(previous_key_id)
+        if halt is not None:
+            self._holding.halted = halt
+        return halt
+
+    async def id_of_expired(self, refused: AuthenticationError) -> str:
+        """The id of the expired root key in force, read with the token (see `Recovery`)."""
+        return await self._recovery.id_of_expired(refused)
+
+    async def active_key_used(self) -> bool:
+        """Whether the key in force was used since its reissue (so it is not lost)."""
+        return await self._recovery.active_key_used()
+
+    async def reissue_lost(self, previous_key_id: str, lost: KeyLostError) -> ReissuedKey:
+        """Reissue with the recovery token, replacing a lost key."""
+        return await self._recovery.reissue(previous_key_id, lost)
+
+    async def save_new_key(
+        self,
+        record: KeyRecord,
+        key: SecretKey,
+        key_id: str,
+        pending: PendingRotation | None = None,
+    ) -> KeyRecord:
         """5-6. Save the new key as the generation after `record`, durably, then switch.
 
-        Fenced off (the store moved on), the key is kept aside in the store; unsaveable
-        (the store fails), it is held in memory and saved at the next look. Never dropped.
+        `pending` is the journal to carry (by default `record`'s, rebased onto it). Fenced
+        off (the store moved on), the key is kept aside in the store, or written back if
+        the store was emptied; unsaveable (the store fails), it is held in memory and
+        saved at the next look. Never dropped.
         """
-        saved = successor(record, key, key_id, at=self._clock.now())
+        journal = record.pending if pending is None else pending
+        if journal is not None:
+            journal = attrs.evolve(journal, from_generation=record.generation)
+        saved = attrs.evolve(successor(record, key, key_id, at=self._clock.now()), pending=journal)
+        unsaved = UnsavedKey(saved, follows_key_id=record.key_id)
         try:
             await self._io.write(saved, record.generation)
         except StaleGenerationError as exc:
-            try:
-                await self._io.keep_aside(key)
-            except StoreError as aside:
-                raise RotationError(
-                    f"the new key {key_id} was fenced off (the store moved to generation "
-                    f"{exc.stored_generation}) and could not be kept aside either ({aside})",
-                    previous_key_id=record.key_id,
-                ) from exc
-            raise RotationError(
-                f"the new key {key_id} was fenced off: the store moved to generation "
-                f"{exc.stored_generation} meanwhile. The key is kept aside in the store, "
-                "since it may be the only live one.",
-                previous_key_id=record.key_id,
-            ) from exc
+            return await self._fenced(record, unsaved, exc)
         except StoreError as exc:
-            self._holding.hold_unsaved(UnsavedKey(saved, follows_key_id=record.key_id))
-            raise RotationError(
-                f"the new key {key_id} could not be saved ({exc}). This process uses it "
-                "and saves it at the next check; other processes hold the revoked key.",
-                previous_key_id=record.key_id,
-            ) from exc
+            raise self._unsaveable(unsaved, exc) from exc
         self._holding.hold(saved)
         await self._steps.passed(Step.SAVED)
         return saved
+
+    async def write_back(self, unsaved: UnsavedKey) -> KeyRecord:
+        """Write a held key back into an emptied store, once, compare-and-set on empty.
+
+        As generation 1 of a new lineage, with its rotation's journal, so steps 7-9 follow.
+        """
+        pending = unsaved.record.pending
+        if pending is not None:
+            pending = attrs.evolve(pending, from_generation=0)
+        key, key_id = unsaved.record.key, unsaved.record.key_id
+        saved = attrs.evolve(successor(None, key, key_id, at=self._clock.now()), pending=pending)
+        logger.warning("the key store was emptied; writing the new key %s back", key_id)
+        try:
+            await self._io.write(saved, None)
+        except StoreError as exc:  # StaleGenerationError included: another process wrote
+            raise self._unsaveable(unsaved, exc) from exc
+        self._holding.hold(saved)
+        await self._steps.passed(Step.SAVED)
+        return saved
+
+    async def _fenced(
+        self, record: KeyRecord, unsaved: UnsavedKey, exc: StaleGenerationError
+    ) -> KeyRecord:
+        """The save of `unsaved` was fenced off: write it back, or keep it aside.
+
+        Which one is for the record now stored to say (an empty store: write it back).
+        """
+        key_id = unsaved.record.key_id
+        try:
+            latest = await self._io.load()
+        except StoreError as failed:
+            raise self._unsaveable(unsaved, failed) from exc
+        # A key reissued a moment ago, under the lock, works (its verification follows).
+        fresh = Probe.HELD_WORKS if latest is None else Probe.NOT_PROBED
+        held = attrs.evolve(self._holding.held(), unsaved=unsaved)
+        if next_step(latest, held, fresh) is Next.WRITE_BACK_HELD:
+            return await self.write_back(unsaved)
+        try:
+            await self._io.keep_aside(unsaved.record.key)
+        except (StoreError, RotationError) as aside:
+            raise self._unsaveable(unsaved, aside) from exc
+        raise RotationError(
+            f"the new key {key_id} was fenced off: the store moved to generation "
+            f"{exc.stored_generation} meanwhile. The key is kept aside in the store, "
+            "since it may be the only live one.",
+            previous_key_id=record.key_id,
+        ) from exc
+
+    def _unsaveable(self, unsaved: UnsavedKey, exc: BaseException) -> RotationError:
+        """Hold `unsaved` in memory (saved at the next look), and say so."""
+        self._holding.hold_unsaved(unsaved)
+        return RotationError(
+            f"the new key {unsaved.record.key_id} could not be saved ({exc}). This process "
+            "uses it and saves it at the next check; other processes hold the revoked key.",
+            previous_key_id=unsaved.follows_key_id,
+        )
 
     async def complete(self, record: KeyRecord) -> RotationEvent:
         """7-9. Verify the new key, re-create the children, announce, close the journal."""
@@ -253,7 +322,10 @@ class Protocol:
         # 7. Verify.
         if not await self._verify(record):
             # The saved key never authenticated: a reissue landed after it (e.g. a timed-out
-            # attempt completing late). Only the recovery token can mend that.
+            # attempt completing late). Only the recovery token can mend that, unless the
+            # store holds another key by now (a reset store written again by a process
+            # that recovered): that reissue is the one that landed, and it is adopted.
+            await self._unless_superseded(record)
             lost = KeyLostError(
                 f"the new root key {record.key_id} does not authenticate",
                 previous_key_id=record.key_id,
@@ -286,6 +358,19 @@ class Protocol:
         except StoreError as exc:
             logger.warning("could not close the rotation journal (%s); the next check will", exc)
         return event
+
+    async def _unless_superseded(self, record: KeyRecord) -> None:
+        """Raise `RotationError` if the store holds another key than `record`'s now."""
+        try:
+            latest = await self._io.load()
+        except StoreError:
+            return
+        if latest is not None and latest.key_id != record.key_id:
+            raise RotationError(
+                f"the new root key {record.key_id} does not authenticate, and the store holds "
+                f"another key, {latest.key_id}, by now: it is adopted at the next look",
+                previous_key_id=record.key_id,
+            )
 
     async def _verify(self, record: KeyRecord) -> bool:
         """7. Whether the new key authenticates (a 401 may be propagation delay: retried).

@@ -17,6 +17,7 @@ from cs2cap_account._client import AccountClient
 from cs2cap_account._models import ReissuedKey
 from cs2cap_account._secret import SecretKey
 from cs2cap_account.errors import (
+    AuthenticationError,
     CS2CapError,
     KeyLostError,
     ReissueOutcomeUnknownError,
@@ -82,6 +83,19 @@ class Recovery:
             return None
         return RotationError(EXPIRED_WITHOUT_RECOVERY.format(key_id=key_id), previous_key_id=key_id)
 
+    async def id_of_expired(self, refused: AuthenticationError) -> str:
+        """The id of the root key in force, which the client's key (`refused`) cannot tell.
+
+        An expired key is refused even by `GET /account/key`; the token can still read it.
+        Without the token, the `RotationError` that says how to recover.
+        """
+        if self._token is None:
+            raise RotationError(
+                EXPIRED_WITHOUT_RECOVERY.format(key_id="in use"), previous_key_id=None
+            ) from refused
+        async with _rescuer(self._client, self._token) as rescuer:
+            return (await rescuer.get_key()).id
+
     async def replace_expired(self, key_id: str) -> ReissuedKey:
         """Reissue the expired root key `key_id` with the token (not counted as a recovery).
 
@@ -103,6 +117,21 @@ class Recovery:
                 ) from exc
             finally:
                 self.recoveries += len(lost_ids)
+
+    async def active_key_used(self) -> bool:
+        """Whether the root key in force has authenticated a call since it was issued.
+
+        Asked with the token, when a store reset took the journal with it: a key that
+        was used is held by some process (which writes it back), not lost. Without the
+        token, or without an answer, it counts as used: nothing is reissued on a guess.
+        """
+        if self._token is None:
+            return True
+        async with _rescuer(self._client, self._token) as rescuer:
+            try:
+                return (await rescuer.get_key()).last_used_at is not None
+            except CS2CapError:
+                return True
 
     async def reissue(self, previous_key_id: str, lost: KeyLostError) -> ReissuedKey:
         """Reissue with the token; `RotationError` if that fails (the journal stays open).

@@ -22,7 +22,7 @@ from cs2cap_account.stores._cipher import (
     open_record_bytes,
     seal_record_bytes,
 )
-from cs2cap_account.stores._memory import check_generation
+from cs2cap_account.stores._memory import check_generation, check_lineage
 from cs2cap_account.stores._record import KeyRecord, dump_record, load_record
 
 __all__ = ["FileKeyStore"]
@@ -144,7 +144,9 @@ class FileKeyStore:
                 fcntl.flock(fd, fcntl.LOCK_EX)
             except OSError as exc:
                 raise StoreError(f"cannot lock {self._save_lock_path}: {exc.strerror}") from exc
-            check_generation(self._read(), expected_generation, where=str(self.path))
+            stored = self._read()
+            check_generation(stored, expected_generation, where=str(self.path))
+            check_lineage(stored, record, where=str(self.path))
             self._replace(data, record)
         finally:
             os.close(fd)

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from cs2cap_account.errors import StaleGenerationError
 from cs2cap_account.stores._record import KeyRecord, dump_record
 
-__all__ = ["MemoryKeyStore", "check_generation"]
+__all__ = ["MemoryKeyStore", "check_generation", "check_lineage"]
 
 
 def check_generation(stored: KeyRecord | None, expected: int | None, *, where: str) -> None:
@@ -20,6 +20,20 @@ def check_generation(stored: KeyRecord | None, expected: int | None, *, where: s
             f"{where} holds generation {actual}, not {expected}: another rotator saved first",
             expected_generation=-1 if expected is None else expected,
             stored_generation=-1 if actual is None else actual,
+        )
+
+
+def check_lineage(stored: KeyRecord | None, record: KeyRecord, *, where: str) -> None:
+    """Raise `StaleGenerationError` if `stored` is of another lineage than `record`.
+
+    A matching generation number is not enough for a compare-and-set: a store reset and
+    written again since repeats generation numbers, under a new lineage.
+    """
+    if stored is not None and stored.lineage != record.lineage:
+        raise StaleGenerationError(
+            f"{where} holds generation {stored.generation} of another lineage: it was reset since",
+            expected_generation=record.generation - 1,
+            stored_generation=stored.generation,
         )
 
 
@@ -47,6 +61,7 @@ class MemoryKeyStore:
         """
         dump_record(record)
         check_generation(self._record, expected_generation, where="the memory store")
+        check_lineage(self._record, record, where="the memory store")
         self._record = record
 
     @asynccontextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,6 +22,7 @@ __all__ = [
     "StoredSubKey",
     "dump_record",
     "load_record",
+    "new_lineage",
     "successor",
 ]
 
@@ -75,20 +77,38 @@ class KeyRecord:
     pending: PendingRotation | None = None
     sub_keys: Mapping[str, StoredSubKey] = attrs.field(factory=dict)
     kept_aside: tuple[SecretKey, ...] = ()
+    lineage: str = ""
+    """A random id written when the store is initialised, carried by every successor.
+
+    Another lineage (or an empty store) means the store was reset since. Records written
+    before lineages existed read as lineage "" and keep it.
+    """
+
+
+def new_lineage() -> str:
+    """A fresh, random store lineage."""
+    return secrets.token_hex(8)
 
 
 def successor(
-    record: KeyRecord | None, key: SecretKey, key_id: str, *, at: dt.datetime
+    record: KeyRecord | None,
+    key: SecretKey,
+    key_id: str,
+    *,
+    at: dt.datetime,
+    lineage: str | None = None,
 ) -> KeyRecord:
     """The record that follows `record` once `key` (with id `key_id`) replaced its key.
 
-    One generation on (1 for an empty store), saved `at`. The journal and the kept-aside
+    One generation on, in `record`'s lineage; for an empty store, generation 1 of
+    `lineage` (a new random one if not given). Saved `at`. The journal and the kept-aside
     keys carry over (less `key` itself, if it was one), so an open rotation is still
     finished and no live key is forgotten; the child keys do not, since the reissue that
     made `key` revoked them.
     """
     if record is None:
-        return KeyRecord(generation=1, key=key, key_id=key_id, saved_at=at)
+        fresh = new_lineage() if lineage is None else lineage
+        return KeyRecord(generation=1, key=key, key_id=key_id, saved_at=at, lineage=fresh)
     return KeyRecord(
         generation=record.generation + 1,
         key=key,
@@ -96,6 +116,7 @@ def successor(
         saved_at=at,
         pending=record.pending,
         kept_aside=tuple(kept for kept in record.kept_aside if kept != key),
+        lineage=record.lineage,
     )
 
 

@@ -57,12 +57,18 @@ T = TypeVar("T")
 logger: Final = logging.getLogger("cs2cap_account.stores")
 
 # KEYS[1] the record hash. ARGV: expected generation ('' for an empty store), new
-# generation, record bytes, channel. Returns {1, new} on success, {0, stored} if fenced.
+# generation, record bytes, channel, the record's lineage. Returns {1, new} on success,
+# {0, stored} if fenced by the generation, {0, stored, 'lineage'} if the stored record is of
+# another lineage (the store was reset and written again: its numbers repeat). The lineage
+# has a field of its own beside the record, since an encrypted record cannot be read here.
 _SAVE: Final = """
 local stored = redis.call('HGET', KEYS[1], 'generation')
 if not stored then stored = '' end
 if stored ~= ARGV[1] then return {0, stored} end
-redis.call('HSET', KEYS[1], 'generation', ARGV[2], 'record', ARGV[3])
+if stored ~= '' and (redis.call('HGET', KEYS[1], 'lineage') or '') ~= ARGV[5] then
+  return {0, stored, 'lineage'}
+end
+redis.call('HSET', KEYS[1], 'generation', ARGV[2], 'lineage', ARGV[5], 'record', ARGV[3])
 redis.call('PUBLISH', ARGV[4], ARGV[2])
 return {1, ARGV[2]}
 """
@@ -213,18 +219,24 @@ class RedisKeyStore:
         """
         payload = seal_record_bytes(self._cipher, dump_record(record))
         expected = "" if expected_generation is None else str(expected_generation)
-        done, stored = await self._call(
+        answer = await self._call(
             "write",
             self._save_script(
                 keys=[self._record_key],
-                args=[expected, str(record.generation), payload, self.channel],
+                args=[expected, str(record.generation), payload, self.channel, record.lineage],
             ),
         )
+        done, stored = answer[0], answer[1]
         if int(done) != 1:
             actual = _as_str(stored)
+            why = (
+                "another rotator saved first"
+                if len(answer) < 3
+                else "of another lineage: the store was reset since"
+            )
             raise StaleGenerationError(
                 f"{self._where} holds generation {actual or None}, not {expected_generation}: "
-                "another rotator saved first",
+                + why,
                 expected_generation=-1 if expected_generation is None else expected_generation,
                 stored_generation=int(actual) if actual else -1,
             )

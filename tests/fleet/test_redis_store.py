@@ -144,10 +144,16 @@ async def test_names_keep_stores_apart(redis_server: RedisServer, store_name: st
 async def test_the_hash_holds_the_generation_beside_the_record(
     open_store: Opener, redis_client: Redis, store_name: str
 ) -> None:
-    """`<name>:record` is a hash of `generation` and the JSON `record`, nothing else."""
-    await open_store().save(full_record(), expected_generation=None)
+    """`<name>:record` is a hash of `generation`, `lineage` and the JSON `record`, nothing
+    else (the lineage beside the record, for the compare-and-set to see it).
+    """
+    await open_store().save(
+        attrs.evolve(full_record(), lineage="5eed1e55"), expected_generation=None
+    )
     stored = await redis_client.hgetall(f"{store_name}:record")
-    assert set(stored) == {b"generation", b"record"}
+    assert set(stored) == {b"generation", b"lineage", b"record"}
+    assert stored[b"lineage"] == b"5eed1e55"
+    assert json.loads(stored[b"record"])["lineage"] == "5eed1e55"
     assert stored[b"generation"] == b"7"
     assert json.loads(stored[b"record"])["generation"] == 7
 

@@ -37,8 +37,13 @@ At the end, with faults stopped and the fleet quiet:
 
 3. exactly: unannounced keys no one holds == recoveries;
 4. every process, and the store, hold one and the same working key;
-5. each process's `on_rotate` callbacks fired once per key (none twice), and for every
-   key it held that was durable in the store (and for the one it ends on).
+5. each process's `on_rotate` callbacks fired once per key id (none twice), and for
+   every key it saw durable in the store while holding it (and for the one it ends on).
+   "Saw": it read the store, holding that key, with no journal open, while the key still
+   worked. A process whose rotation was stopped after its save, and that did not look
+   at the store again before another key replaced its own, never learnt that its key
+   was durable; that key is revoked by then, and announcing it would hand the services
+   fed by callbacks a dead key: it is owed the newer key instead.
 """
 
 from __future__ import annotations
@@ -207,7 +212,9 @@ class StoreView:
     async def load(self) -> KeyRecord | None:
         """The stored record, or None."""
         await self._enter("load")
-        return await self.inner.load()
+        record = await self.inner.load()
+        self.fleet.looked(self.owner, record)
+        return record
 
     async def save(self, record: KeyRecord, *, expected_generation: int | None) -> None:
         """Compare-and-set, then note it if a working key was replaced by a dead one."""
@@ -267,7 +274,7 @@ class Process:
     clock: SkewedClock
     has_token: bool
     fired: list[str] = attrs.field(factory=list)  # key ids, in callback order
-    durable: set[str] = attrs.field(factory=set)  # held while the store had it, no journal
+    durable: set[str] = attrs.field(factory=set)  # seen durable while held (invariant 5)
     store_trigger: Trigger | None = None
     cancel_trigger: Trigger | None = None
     park_trigger: Trigger | None = None
@@ -429,7 +436,6 @@ class Fleet:
         self.write_violations.clear()
         self.unexpected.clear()
         record = await self.store.peek()
-        self._note_holdings(record)
         holders = self._holders(record)
         if not any(self.api.is_active(k) for k in holders):
             root = self.api.root_key_id
@@ -505,16 +511,16 @@ class Fleet:
                 )
         return found
 
-    def _note_holdings(self, record: KeyRecord | None) -> None:
-        for p in self.processes:
-            key = p.client.api_key
-            ordinal = None if key is None else self.secrets.get(key.reveal())
-            key_id = next((k for k, v in self.ordinals.items() if v == ordinal), None)
-            if key_id is None:
-                continue
-            stable = record is not None and record.pending is None and record.key == key
-            if stable and ordinal != 0:
-                p.durable.add(key_id)
+    def looked(self, owner: int, record: KeyRecord | None) -> None:
+        """Process `owner` read `record`: note its key as seen durable, if it is (5)."""
+        p = self.processes[owner]
+        key = p.client.api_key
+        if record is None or key is None or record.pending is not None or record.key != key:
+            return
+        ordinal = self.secrets.get(key.reveal())
+        key_id = next((k for k, v in self.ordinals.items() if v == ordinal), None)
+        if key_id is not None and ordinal != 0 and self.api.is_active(key):
+            p.durable.add(key_id)
 
     def holdings(self, record: KeyRecord | None) -> str:
         """Who holds which key, for a failure message."""

@@ -57,12 +57,6 @@ def _count(result: ModelRun) -> None:
         STATS.model_broken.append(f"seed {result.seed} step {result.steps}: {result.violations[0]}")
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="the package still loses keys to store resets (generation numbers taken for key "
-    "identity), to outages during a save, and to complete but mangled reissue responses, and "
-    "skips callbacks after a reset or a stop(); remove once those are fixed",
-)
 @pytest.mark.parametrize("seed", _seeds())
 async def test_the_fleet_never_loses_the_key(seed: int) -> None:
     """Seeded random faults and interleavings over three rotators and one shared store:

@@ -122,6 +122,47 @@ async def test_an_expired_key_without_a_token_says_it_expired(
     assert stored.pending is None  # the journal was closed again
 
 
+async def test_a_first_check_on_an_empty_store_replaces_a_key_already_expired(
+    fake: FakeCS2CapAPI, fake_client: AccountClient, clock: FakeClock
+) -> None:
+    """A rotator started on a key that has already expired, with nothing in the store yet:
+    the key in force is recorded (its id read with the token, since the key itself is
+    refused), then replaced with the token like any expired key.
+    """
+    store = MemoryKeyStore()
+    expired_id = fake.root_key_id
+    fake.set_root_expires_at(clock.now() - dt.timedelta(seconds=1))
+    rotator = KeyRotator(fake_client, store=store, recovery_token=fake.session_token)
+
+    event = await rotator.check()
+
+    assert event is not None
+    assert (event.reason, event.previous_key_id) == ("expired", expired_id)
+    assert fake.reissues == 1
+    assert fake.is_active(rotator.current_key)
+    stored = await store.load()
+    assert stored is not None
+    assert (stored.key, stored.generation, stored.pending) == (rotator.current_key, 2, None)
+
+
+async def test_a_first_check_on_an_empty_store_without_a_token_says_it_expired(
+    fake: FakeCS2CapAPI, fake_client: AccountClient, clock: FakeClock
+) -> None:
+    """The same without a token: a `RotationError` that says how to recover; nothing is
+    reissued and nothing is written.
+    """
+    store = MemoryKeyStore()
+    fake.set_root_expires_at(clock.now() - dt.timedelta(seconds=1))
+    rotator = KeyRotator(fake_client, store=store)
+
+    with pytest.raises(RotationError, match="expired") as caught:
+        await rotator.check()
+
+    assert "recovery_token" in str(caught.value)
+    assert fake.reissues == 0
+    assert await store.load() is None
+
+
 # --- clock skew -------------------------------------------------------------------------------
 
 

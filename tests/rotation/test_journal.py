@@ -2,8 +2,9 @@
 
 No server, no store, no I/O: `next_step()`, `after_refusal()` and `adoption_is_news()`
 are pure functions of frozen values, so each cell of a table is one call. The world is
-fixed: this process holds key A at generation 3; a reissue from it made key U, which
-only this process holds when it is "unsaved".
+fixed: this process holds key A at generation 3 of store lineage L; a reissue from it
+made key U, which only this process holds when it is "unsaved". Lineage M is the store
+after a reset and a re-initialisation by another process.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def record(
     *,
     journal_from: int | None = None,
     kept_aside: tuple[str, ...] = (),
+    lineage: str = "L",
 ) -> KeyRecord:
     """A stored record: key `name` at `generation`, a journal from `journal_from` if given."""
     pending = None
@@ -54,6 +56,7 @@ def record(
         saved_at=AT,
         pending=pending,
         kept_aside=tuple(key(k) for k in kept_aside),
+        lineage=lineage,
     )
 
 
@@ -68,33 +71,67 @@ SHAPES: dict[str, KeyRecord | None] = {
     "journal-new": record(4, "B", journal_from=3),
     "journal-new+aside": record(4, "B", journal_from=3, kept_aside=("K",)),
     "own-save": record(4, "U", journal_from=3),  # the unsaved key's save had landed
+    # After a reset, re-initialised by another process (lineage M):
+    "other-lineage": record(3, "A", lineage="M"),  # the same generation and key: a copy
+    "reinit-old": record(1, "A", lineage="M"),  # with the key rotated away from
+    "reinit-newer": record(2, "B", lineage="M"),  # and rotated on since
+    "reinit-own": record(1, "U", lineage="M"),  # with the unsaved key, written back
+    "reinit-journal": record(3, "A", journal_from=3, lineage="M"),  # a journal, not ours
 }
 JOURNALS = [name for name, shape in SHAPES.items() if shape is not None and shape.pending]
 
 UNSAVED = UnsavedKey(record(4, "U", journal_from=3), follows_key_id="key_A")
+SEEN = frozenset({"key_A"})
 HELD: dict[str, Held] = {
     "fresh": Held(),
-    "holding": Held(generation=3, key_id="key_A", announced=3),
-    "unsaved": Held(generation=3, key_id="key_A", announced=3, unsaved=UNSAVED),
-    "halted": Held(generation=3, key_id="key_A", announced=3, halted=True),
+    "holding": Held(generation=3, key_id="key_A", lineage="L", announced=SEEN),
+    "unannounced": Held(generation=3, key_id="key_A", lineage="L"),
+    "unsaved": Held(generation=3, key_id="key_A", lineage="L", announced=SEEN, unsaved=UNSAVED),
+    "halted": Held(generation=3, key_id="key_A", lineage="L", announced=SEEN, halted=True),
 }
 
 # next_step(shape, held) before any probe.
 STEPS = """
                     fresh             holding           unsaved           halted
-empty               initialise        initialise        initialise        initialise
+empty               initialise        initialise        probe-held        initialise
 same                adopt             nothing-to-do     save-held         wait-halted
 same+aside          adopt             nothing-to-do     save-held         wait-halted
-newer               adopt             adopt             keep-held-aside   adopt
-reset               adopt             adopt             keep-held-aside   adopt
+newer               adopt             adopt             probe-held        adopt
+reset               adopt             adopt             probe-held        adopt
 journal-old         resume-and-probe  resume-and-probe  save-held         wait-halted
 journal-old+aside   resume-and-probe  resume-and-probe  save-held         wait-halted
-journal-new         complete          complete          keep-held-aside   complete
-journal-new+aside   resume-and-probe  resume-and-probe  keep-held-aside   resume-and-probe
+journal-new         complete          complete          probe-held        complete
+journal-new+aside   resume-and-probe  resume-and-probe  probe-held        resume-and-probe
 own-save            complete          complete          complete          complete
+other-lineage       adopt             adopt             probe-held        wait-halted
+reinit-old          adopt             adopt             probe-held        wait-halted
+reinit-newer        adopt             adopt             probe-held        adopt
+reinit-own          adopt             adopt             adopt             adopt
+reinit-journal      resume-and-probe  resume-and-probe  probe-held        wait-halted
+"""
+# The same for a process that holds A, durable in the store, but never announced it (its
+# rotation was stopped after the save, and another process finished it).
+STEPS_UNANNOUNCED = """
+                    unannounced
+empty               initialise
+same                adopt
+same+aside          adopt
+newer               adopt
+reset               adopt
+journal-old         resume-and-probe
+journal-old+aside   resume-and-probe
+journal-new         complete
+journal-new+aside   resume-and-probe
+own-save            complete
+other-lineage       adopt
+reinit-old          adopt
+reinit-newer        adopt
+reinit-own          adopt
+reinit-journal      resume-and-probe
 """
 
-# next_step(journal shape, held) given what the probe found; the same for fresh and holding.
+# next_step(journal shape, held) given what the probe of the stored key found; the same
+# for fresh, holding and unannounced.
 AFTER_PROBE = """
                     stored-works   stored-revoked  kept-aside-works    no-answer
 journal-old         close-journal  recover         recover             nothing-to-do
@@ -102,6 +139,23 @@ journal-old+aside   close-journal  recover         promote-kept-aside  nothing-t
 journal-new         complete       complete        complete            complete
 journal-new+aside   complete       complete        promote-kept-aside  complete
 own-save            complete       complete        complete            complete
+reinit-journal      close-journal  recover         recover             nothing-to-do
+"""
+
+# next_step(shape, unsaved) given what the probe of the unsaved key U found: the live key
+# is saved over whatever is stored (written back into an empty store); a revoked one is
+# kept aside, never dropped (in an empty store, the refused key of a reset: see below).
+AFTER_HELD_PROBE = """
+                    held-works       held-revoked        no-answer
+empty               write-back-held  recover-into-empty  nothing-to-do
+newer               save-held        keep-held-aside     nothing-to-do
+reset               save-held        keep-held-aside     nothing-to-do
+journal-new         save-held        keep-held-aside     nothing-to-do
+journal-new+aside   save-held        keep-held-aside     nothing-to-do
+other-lineage       save-held        keep-held-aside     nothing-to-do
+reinit-old          save-held        keep-held-aside     nothing-to-do
+reinit-newer        save-held        keep-held-aside     nothing-to-do
+reinit-journal      save-held        keep-held-aside     nothing-to-do
 """
 
 # after_refusal(shape, sends_stored_key=...) when no rotation is in flight, by probe.
@@ -132,25 +186,40 @@ def grid(text: str) -> dict[tuple[str, str], str]:
     }
 
 
+def all_steps() -> dict[tuple[str, str], str]:
+    """Both tables of `next_step()` before a probe, as one grid."""
+    return {**grid(STEPS), **grid(STEPS_UNANNOUNCED)}
+
+
 def cells(text: str) -> list[tuple[str, str, str]]:
     """A table's cells as (row, column, cell), for parametrize."""
     return [(row, column, cell) for (row, column), cell in grid(text).items()]
+
+
+STORED_PROBES = [Probe.STORED_WORKS, Probe.STORED_REVOKED, Probe.KEPT_ASIDE_WORKS, Probe.NO_ANSWER]
+HELD_PROBES = [Probe.HELD_WORKS, Probe.HELD_REVOKED, Probe.NO_ANSWER]
 
 
 def test_the_tables_cover_every_state_shape_probe_and_answer() -> None:
     """Each table has a cell for every shape and state (or probe) it concerns, and each
     step the functions can answer appears somewhere: nothing is left out.
     """
-    steps, after, refusals = grid(STEPS), grid(AFTER_PROBE), grid(REFUSALS)
+    steps, after, refusals = all_steps(), grid(AFTER_PROBE), grid(REFUSALS)
+    held_after = grid(AFTER_HELD_PROBE)
     assert set(steps) == set(itertools.product(SHAPES, HELD))
-    probed = [p.value for p in Probe if p is not Probe.NOT_PROBED]
-    assert set(after) == set(itertools.product(JOURNALS, probed))
-    assert set(refusals) == set(itertools.product(REFUSAL_SHAPES, [p.value for p in Probe]))
-    assert {*steps.values(), *after.values()} == {n.value for n in Next}
+    assert set(after) == set(itertools.product(JOURNALS, [p.value for p in STORED_PROBES]))
+    probed_held = [shape for (shape, state), cell in steps.items() if cell == "probe-held"]
+    assert set(held_after) == set(itertools.product(probed_held, [p.value for p in HELD_PROBES]))
+    refusal_probes = [Probe.NOT_PROBED, *STORED_PROBES]
+    assert set(refusals) == set(
+        itertools.product(REFUSAL_SHAPES, [p.value for p in refusal_probes])
+    )
+    answers = {*steps.values(), *after.values(), *held_after.values()}
+    assert answers == {n.value for n in Next}
     assert {*refusals.values(), Refusal.AWAIT_ROTATION.value} == {r.value for r in Refusal}
 
 
-@pytest.mark.parametrize(("shape", "state", "expected"), cells(STEPS))
+@pytest.mark.parametrize(("shape", "state", "expected"), cells(STEPS) + cells(STEPS_UNANNOUNCED))
 def test_next_step_before_a_probe(shape: str, state: str, expected: str) -> None:
     """What a look at the store calls for, for each process state and stored record."""
     assert next_step(SHAPES[shape], HELD[state]) is Next(expected)
@@ -160,12 +229,19 @@ def test_next_step_before_a_probe(shape: str, state: str, expected: str) -> None
 FINISHING = {Next.RESUME_AND_PROBE.value, Next.COMPLETE.value}
 PROBE_DECIDES = [
     (shape, state, probe, expected)
-    for (shape, state), before in grid(STEPS).items()
+    for (shape, state), before in all_steps().items()
     if before in FINISHING
     for (row, probe), expected in grid(AFTER_PROBE).items()
     if row == shape
 ]
-PROBE_IRRELEVANT = [cell for cell in cells(STEPS) if cell[2] not in FINISHING]
+HELD_PROBE_DECIDES = [
+    (shape, probe, expected) for (shape, probe), expected in grid(AFTER_HELD_PROBE).items()
+]
+PROBE_IRRELEVANT = [
+    cell
+    for cell in cells(STEPS) + cells(STEPS_UNANNOUNCED)
+    if cell[2] not in {*FINISHING, Next.PROBE_HELD.value} and cell[0] != "empty"
+]
 
 
 @pytest.mark.parametrize(("shape", "state", "probe", "expected"), PROBE_DECIDES)
@@ -176,6 +252,28 @@ def test_next_step_after_a_probe(shape: str, state: str, probe: str, expected: s
     probe found (verifying it is the completion's first step).
     """
     assert next_step(SHAPES[shape], HELD[state], Probe(probe)) is Next(expected)
+
+
+@pytest.mark.parametrize("probe", [Probe.HELD_WORKS, Probe.HELD_REVOKED])
+@pytest.mark.parametrize(("shape", "state"), [c[:2] for c in PROBE_DECIDES[::4]])
+def test_a_probe_of_the_held_key_says_nothing_of_a_journal(
+    shape: str, state: str, probe: Probe
+) -> None:
+    """Finishing a journal depends on the stored key alone: what a probe of the key held
+    here found leaves the answer as it was before any probe.
+    """
+    before = next_step(SHAPES[shape], HELD[state])
+    assert next_step(SHAPES[shape], HELD[state], probe) is before
+
+
+@pytest.mark.parametrize(("shape", "probe", "expected"), HELD_PROBE_DECIDES)
+def test_an_unsaved_key_after_its_probe(shape: str, probe: str, expected: str) -> None:
+    """The store does not hold what the unsaved key follows (it moved on, or was reset
+    and re-initialised, whatever the generation numbers): the unsaved key that still
+    works is the live one and is saved over the stored record; one that is refused was
+    revoked by a later reissue and is kept aside; no answer keeps it held for next time.
+    """
+    assert next_step(SHAPES[shape], HELD["unsaved"], Probe(probe)) is Next(expected)
 
 
 @pytest.mark.parametrize("probe", [p for p in Probe if p is not Probe.NOT_PROBED])
@@ -189,12 +287,38 @@ def test_a_probe_matters_only_to_a_journal_being_finished(
     assert next_step(SHAPES[shape], HELD[state], probe) is Next(expected)
 
 
+@pytest.mark.parametrize(
+    ("state", "probe", "expected"),
+    [
+        ("fresh", Probe.NOT_PROBED, Next.INITIALISE),
+        ("fresh", Probe.HELD_REVOKED, Next.INITIALISE),  # a first use: the 401 stands
+        ("holding", Probe.NOT_PROBED, Next.INITIALISE),  # a reset: write the key back
+        ("holding", Probe.HELD_WORKS, Next.INITIALISE),
+        ("holding", Probe.HELD_REVOKED, Next.RECOVER_INTO_EMPTY),
+        ("halted", Probe.HELD_REVOKED, Next.RECOVER_INTO_EMPTY),
+        ("unsaved", Probe.NOT_PROBED, Next.PROBE_HELD),
+        ("unsaved", Probe.HELD_WORKS, Next.WRITE_BACK_HELD),
+        ("unsaved", Probe.HELD_REVOKED, Next.RECOVER_INTO_EMPTY),  # revoked since
+    ],
+)
+def test_an_empty_store(state: str, probe: Probe, expected: Next) -> None:
+    """An empty store is initialised with the key held here (which the initialisation
+    proves works); an unsaved key is written back into it, journal and all; a process
+    that held a stored key and now finds its key refused lost the journal with the reset,
+    and only the recovery token can mend it.
+    """
+    assert next_step(None, HELD[state], probe) is expected
+
+
 def test_an_unsaved_key_is_saved_only_over_the_record_it_follows() -> None:
-    """The store at the generation the key follows, but with another key there (a store
-    put back, then rotated by hand): the key is kept aside, not saved over it.
+    """The store at the generation the key follows, but with another key there, or the
+    same key in another lineage (a store reset, then written again): the unsaved key is
+    not saved over it blindly; whether it still works decides.
     """
     elsewhere = record(3, "C", journal_from=3)
-    assert next_step(elsewhere, HELD["unsaved"]) is Next.KEEP_HELD_ASIDE
+    assert next_step(elsewhere, HELD["unsaved"]) is Next.PROBE_HELD
+    reset = record(3, "A", journal_from=3, lineage="M")
+    assert next_step(reset, HELD["unsaved"]) is Next.PROBE_HELD
     assert next_step(record(3, "A", journal_from=3), HELD["unsaved"]) is Next.SAVE_HELD
 
 
@@ -229,21 +353,23 @@ def test_a_refusal_during_a_rotation_waits_for_it(shape: str, probe: Probe) -> N
 
 
 @pytest.mark.parametrize(
-    ("state", "generation", "sends", "news"),
+    ("state", "name", "generation", "sends", "news"),
     [
-        ("fresh", 3, True, False),  # the key the process started with
-        ("fresh", 3, False, True),  # a process started with an old key learns the new one
-        ("holding", 4, False, True),
-        ("holding", 4, True, True),  # the client already sends it (a reload after a 401)
-        ("holding", 3, False, False),  # announced already: a reset store's same generation
-        ("holding", 2, False, False),
+        ("fresh", "B", 3, True, False),  # the key the process started with
+        ("fresh", "B", 3, False, True),  # a process started with an old key learns the new one
+        ("holding", "B", 4, False, True),
+        ("holding", "B", 4, True, True),  # the client already sends it (a reload after a 401)
+        ("holding", "B", 3, False, True),  # a reset store's same generation, another key
+        ("holding", "B", 1, False, True),  # a reset store, rotated since
+        ("holding", "A", 4, False, False),  # announced already, whatever its generation
+        ("unannounced", "A", 3, True, True),  # held, never announced: a stopped rotation
     ],
 )
-def test_adoption_is_news_once_per_generation(
-    state: str, generation: int, sends: bool, news: bool
+def test_adoption_is_news_once_per_key(
+    state: str, name: str, generation: int, sends: bool, news: bool
 ) -> None:
-    """An adopted key is announced unless it is the one the process started with, or its
-    generation was announced here already.
+    """An adopted key is announced unless it is the one the process started with, or it
+    was announced here already: by key id, never by generation number.
     """
-    stored = record(generation, "B")
+    stored = record(generation, name)
     assert adoption_is_news(stored, HELD[state], sends_stored_key=sends) is news

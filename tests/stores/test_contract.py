@@ -302,3 +302,30 @@ async def test_something_other_than_a_record_is_a_type_error(open_store: Opener)
     with pytest.raises(TypeError, match="KeyRecord"):
         await open_store().save({"generation": 1}, expected_generation=None)  # type: ignore[arg-type]
     assert await open_store().load() is None
+
+
+async def test_the_lineage_round_trips(open_store: Opener) -> None:
+    """A record's store lineage is written and read back with the rest of it."""
+    record = attrs.evolve(full_record(), lineage="0123456789abcdef")
+    await open_store().save(record, expected_generation=None)
+    loaded = await open_store().load()
+    assert loaded is not None
+    assert loaded.lineage == "0123456789abcdef"
+    assert loaded == record
+
+
+async def test_a_save_over_another_lineage_is_stale_at_any_generation(
+    open_store: Opener,
+) -> None:
+    """A store reset and written again repeats generation numbers under a new lineage: a
+    save chained on the old lineage is refused even where the generation matches, and
+    the stored record is left as it was.
+    """
+    store = open_store()
+    current = attrs.evolve(simple_record(1), lineage="new")
+    await store.save(current, expected_generation=None)
+    held_up = attrs.evolve(simple_record(2, ROOT_2), lineage="old")
+    with pytest.raises(StaleGenerationError, match="another lineage"):
+        await store.save(held_up, expected_generation=1)
+    assert await open_store().load() == current
+    await store.save(attrs.evolve(held_up, lineage="new"), expected_generation=1)
