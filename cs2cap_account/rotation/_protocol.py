@@ -298,10 +298,13 @@ class Protocol:
             await self._io.keep_aside(unsaved.record.key)
         except (StoreError, RotationError) as aside:
             raise self._unsaveable(unsaved, aside) from exc
+        # Held here too: the store that keeps it aside may be emptied next (a reset), and
+        # the next look probes it and saves it over the stored key if it is the live one.
+        self._holding.hold_unsaved(unsaved)
         raise RotationError(
             f"the new key {key_id} was fenced off: the store moved to generation "
-            f"{exc.stored_generation} meanwhile. The key is kept aside in the store, "
-            "since it may be the only live one.",
+            f"{exc.stored_generation} meanwhile. The key is kept aside in the store and held "
+            "here, since it may be the only live one; the next check probes it.",
             previous_key_id=record.key_id,
         ) from exc
 

@@ -27,6 +27,7 @@ from cs2cap_account import (
     StoreError,
 )
 from cs2cap_account.rotation import Step
+from cs2cap_account.stores._record import successor
 from cs2cap_account.testing import FakeCS2CapAPI, after_step
 
 
@@ -283,3 +284,43 @@ async def test_a_rotation_stopped_after_its_save_is_announced_at_the_next_look(
     await a.rotator.check()
     await a.rotator.check()
     assert a.fired == [key_id]
+
+
+async def test_a_fenced_key_kept_aside_survives_the_store_being_emptied_again(
+    api: FakeCS2CapAPI, spawn: Spawn, clock: FakeClock
+) -> None:
+    """A journals; the store is reset and B writes it again (another lineage, the same
+    generation); A's reissue then revokes B's key and A's save is fenced, so A keeps its
+    new key aside in the store. The store is emptied again, kept-aside key and all: A
+    still holds the key, and its next check writes it back. No second reissue.
+    """
+    a, b = spawn(), spawn()
+    await a.rotator.check()
+    await b.rotator.check()
+
+    async def reset_and_rewrite(step: Step) -> None:
+        if step is Step.JOURNALED:
+            reset(a.store.path)
+            # B initialises the emptied store with its key (A holds the rotation lock, so
+            # this is the write B's initialisation makes, made here directly).
+            fresh = successor(None, b.rotator.current_key, api.root_key_id, at=clock.now())
+            await FileKeyStore(a.store.path).save(fresh, expected_generation=None)
+
+    remove = after_step(a.rotator, reset_and_rewrite)
+    with pytest.raises(RotationError, match="fenced off"):
+        await a.rotator.rotate_now()
+    remove()
+    new_key = a.client.api_key
+    assert new_key is not None
+    assert api.is_active(new_key)
+    assert new_key in (await stored(a)).kept_aside
+    reset(a.store.path)  # the kept-aside copy goes with it
+
+    await a.rotator.check()
+
+    record = await stored(a)
+    assert record.key == new_key == a.rotator.current_key
+    assert api.is_active(record.key)
+    assert api.reissues == 1
+    await b.rotator.check()
+    assert b.rotator.current_key == new_key
