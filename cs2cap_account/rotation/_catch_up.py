@@ -95,14 +95,15 @@ class CatchUp:
         async with self._io.store.lock():
             return await self.locked()
 
-    async def locked(self) -> RotationEvent | None:
+    async def locked(self, probed: _Probed | None = None) -> RotationEvent | None:
         """Carry out the steps the store calls for, up to the one that ends the look.
 
         Loops after a probe (which is not repeated for the same record) or a write that
-        closes the journal or drops the unsaved key; bounded, so it ends.
+        closes the journal or drops the unsaved key; bounded, so it ends. `probed` is what
+        is already known of the stored key, for the first record read.
         """
         record = await self._io.load()
-        probed = _Probed(Probe.NOT_PROBED)
+        probed = probed or _Probed(Probe.NOT_PROBED)
         for _ in range(_MAX_STEPS):
             step = next_step(record, self._holding.held(), probed.probe)
             if step in _EMPTY_STORE:
@@ -121,6 +122,8 @@ class CatchUp:
             if step is Next.RESUME_AND_PROBE:
                 probed = await self._probe(record)
                 continue
+            if step is Next.RECOVER_REVOKED:
+                return await self._protocol.recover_revoked(record)
             if step is Next.CLOSE_JOURNAL:
                 logger.info(
                     "an interrupted rotation had not reissued %s; closing it", record.key_id
@@ -132,6 +135,20 @@ class CatchUp:
                 return await self._finish(step, record, probed)
             record, probed = await self._io.load(), _Probed(Probe.NOT_PROBED)
         return None
+
+    async def after_revoked(
+        self, sent: SecretKey, refusal: AuthenticationError
+    ) -> RotationEvent | None:
+        """A check found the key held here (`sent`) refused: look again, under the lock.
+
+        If the store still holds that key with no journal open, a reissue no rotation of
+        this store made revoked it (`Protocol.recover_revoked`). Returns the event of the
+        recovery, or of whatever the look finished; None if the refusal stands.
+        """
+        async with self._io.store.lock():
+            if self._holding.key != sent:
+                return None  # the key moved on meanwhile: the refusal was of an older one
+            return await self.locked(_Probed(Probe.STORED_REVOKED, refusal))
 
     async def _into_empty(self, step: Next, probed: _Probed) -> tuple[_Done | None, _Probed]:
         """The steps for an empty store: initialise, write back, or recover.

@@ -15,6 +15,10 @@ What the store can hold, and what it means:
   may or may not have happened. The stored key is probed: it works, so nothing was
   reissued (`CLOSE_JOURNAL`); it is revoked, so the new key was lost (`RECOVER`);
 - a journal at the new generation: the new key is saved, steps 7-9 are owed (`COMPLETE`);
+- a record without a journal whose key, the one held here, a check found refused: a
+  reissue no rotation of this store made revoked it (a session-JWT reissue whose first
+  attempt landed after its retry, or one made by hand). If the key in force never
+  authenticated a call, it is lost: recovered with the token (`RECOVER_REVOKED`);
 - kept-aside keys (reissued, then fenced off): when the stored key is revoked and one of
   them works, it is the live key, promoted to the next generation (`PROMOTE_KEPT_ASIDE`).
 
@@ -87,6 +91,8 @@ class Next(enum.Enum):
     """The journal's reissue happened and its key was lost: reissue with the recovery token."""
     PROMOTE_KEPT_ASIDE = "promote-kept-aside"
     """The stored key is revoked and a kept-aside key works: save it as the next generation."""
+    RECOVER_REVOKED = "recover-revoked"
+    """The stored key, held here, is refused and no journal says why: recover it if lost."""
     WAIT_HALTED = "wait-halted"
     """The key held here was lost and cannot be recovered: wait for a new key in the store."""
     NOTHING_TO_DO = "nothing-to-do"
@@ -159,7 +165,8 @@ def next_step(stored: KeyRecord | None, held: Held, probe: Probe = Probe.NOT_PRO
     """The step that the stored record and this process's holdings call for.
 
     `probe` is what a probe (after `RESUME_AND_PROBE`, `PROBE_HELD` or a refused
-    `INITIALISE`) found; it concerns `stored`, or the key held here.
+    `INITIALISE`) found, or what a check found of the stored key held here (refused:
+    `STORED_REVOKED`); it concerns `stored`, or the key held here.
     """
     if stored is None:
         return _empty(held, probe)
@@ -169,10 +176,7 @@ def next_step(stored: KeyRecord | None, held: Held, probe: Probe = Probe.NOT_PRO
         return _unsaved(stored, held.unsaved, probe)
     if stored.pending is not None:
         return _resume(stored, probe)
-    holds_it = stored.key_id == held.key_id and stored.lineage == held.lineage
-    if holds_it and stored.generation == held.generation and stored.key_id in held.announced:
-        return Next.NOTHING_TO_DO
-    return Next.ADOPT
+    return _no_journal(stored, held, probe)
 
 
 def _empty(held: Held, probe: Probe) -> Next:
@@ -187,6 +191,16 @@ def _empty(held: Held, probe: Probe) -> Next:
     if reset and probe is Probe.HELD_REVOKED:
         return Next.RECOVER_INTO_EMPTY
     return Next.INITIALISE
+
+
+def _no_journal(stored: KeyRecord, held: Held, probe: Probe) -> Next:
+    """The step for a record without a journal: the key held here, or another one."""
+    holds_it = stored.key_id == held.key_id and stored.lineage == held.lineage
+    if holds_it and probe is Probe.STORED_REVOKED:
+        return Next.RECOVER_REVOKED
+    if holds_it and stored.generation == held.generation and stored.key_id in held.announced:
+        return Next.NOTHING_TO_DO
+    return Next.ADOPT
 
 
 def _unsaved(stored: KeyRecord, unsaved: UnsavedKey, probe: Probe) -> Next:

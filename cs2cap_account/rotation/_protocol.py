@@ -90,8 +90,13 @@ class Protocol:
         # 7-9. Verify, re-create the children, announce, close the journal.
         return await self.complete(record)
 
-    async def _journal(self, record: KeyRecord, reason: str) -> KeyRecord:
-        """1-3. Journal "pending" (proving the store writable), snapshot the children."""
+    async def _journal(
+        self, record: KeyRecord, reason: str, children: tuple[ChildSpec, ...] | None = None
+    ) -> KeyRecord:
+        """1-3. Journal "pending" (proving the store writable), snapshot the children.
+
+        The children are listed with the root key, unless given (`children`).
+        """
         pending = PendingRotation(
             from_generation=record.generation,
             previous_key_id=record.key_id,
@@ -111,8 +116,11 @@ class Protocol:
         await self._prove_readable(journaled, record, unchanged)
         if not self._recreate_sub_keys:
             return journaled
+        if children is not None:
+            pending = attrs.evolve(pending, children=children)
+            return await self._io.write(attrs.evolve(record, pending=pending), record.generation)
         try:
-            children = [
+            listed = [
                 ChildSpec(
                     name=detail.key.name or detail.key.id,
                     quota_requests_per_month_override=detail.key.quota_requests_per_month_override,
@@ -120,7 +128,7 @@ class Protocol:
                 )
                 async for detail in self._client.sub_keys.iterate()
             ]
-            pending = attrs.evolve(pending, children=tuple(children))
+            pending = attrs.evolve(pending, children=tuple(listed))
             return await self._io.write(attrs.evolve(record, pending=pending), record.generation)
         except CS2CapError as exc:  # StoreError included
             if key_expired(exc):  # its children are out of reach: the new key starts bare
@@ -209,6 +217,47 @@ class Protocol:
             raise halt from lost
         new = await self._recovery.reissue(previous, lost)
         return await self.save_new_key(record, new.key, new.id)
+
+    async def recover_revoked(self, record: KeyRecord) -> RotationEvent | None:
+        """The stored key, held here, is refused and no journal is open: recover if lost.
+
+        A reissue no rotation of this store made revoked it: most often a recovery's
+        session-JWT reissue whose first attempt timed out, was found not to have happened,
+        and landed after the retry, revoking the key the retry returned (and saved). The
+        key in force, if it ever authenticated a call, is held by someone: None, and the
+        refusal stands. If it never did, it is lost: journaled and recovered with the
+        token like a lost reissue, then verified, its children re-created (by the names
+        the store recorded) and announced. Without the token, None: the refusal stands.
+        """
+        previous = record.key_id
+        if self._recovery.halt(previous) is not None:
+            logger.error(
+                "the root key %s was revoked by a reissue no rotation of this store made, "
+                "and there is no recovery token to replace it: store a new key",
+                previous,
+            )
+            return None
+        if await self._recovery.active_key_used():
+            logger.warning(
+                "the root key %s was revoked and the key in force was used since; "
+                "waiting for whoever holds it to store it",
+                previous,
+            )
+            return None
+        logger.warning(
+            "the root key %s was revoked by a reissue no rotation of this store made, and "
+            "the key in force was never used: recovering with the recovery token",
+            previous,
+        )
+        # Its children were revoked with it, and the revoked key cannot list them.
+        children = tuple(ChildSpec(name=name) for name in record.sub_keys)
+        journaled = await self._journal(record, "recovery", children)
+        lost = KeyLostError(
+            f"the root key {previous} was revoked by a reissue whose key no one received",
+            previous_key_id=previous,
+        )
+        saved = await finish_even_if_cancelled(self.recover(journaled, lost))
+        return await self.complete(saved)
 
     def halt_for(self, previous_key_id: str) -> RotationError | None:
         """Without the recovery token, halt (and return why) after a lost key."""

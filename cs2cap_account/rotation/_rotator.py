@@ -26,6 +26,7 @@ import attrs
 
 from cs2cap_account._client import AccountClient
 from cs2cap_account._models import KeyInfo
+from cs2cap_account._reissue import REVOKED_CODES
 from cs2cap_account._secret import SecretKey
 from cs2cap_account.errors import AuthenticationError, StoreError
 from cs2cap_account.rotation._announce import Announcer
@@ -260,13 +261,20 @@ class KeyRotator:
         if self._holding.halted is not None:
             logger.error("not rotating: %s", self._holding.halted)
             return caught_up
+        sent = self.current_key
         try:
             info = await self._client.get_key()
         except AuthenticationError as exc:
-            if not key_expired(exc):
+            if key_expired(exc):
+                logger.warning("the root key %s has expired; replacing it", self._holding.key_id)
+                return await self.rotate_now("expired")
+            if exc.code not in REVOKED_CODES:
                 raise
-            logger.warning("the root key %s has expired; replacing it", self._holding.key_id)
-            return await self.rotate_now("expired")
+            # Revoked with no journal to say why (the hook found nothing newer stored).
+            recovered = await self._catch_up.after_revoked(sent, exc)
+            if recovered is None:
+                raise
+            return recovered
         reason = self._due(info)
         if reason is None:
             return caught_up

@@ -158,6 +158,15 @@ reinit-newer        save-held        keep-held-aside     nothing-to-do
 reinit-journal      save-held        keep-held-aside     nothing-to-do
 """
 
+# next_step(shape, state, stored-revoked) for a record without a journal whose key, the one
+# this process holds and sends, a check found refused: a reissue no rotation of this store
+# made revoked it. Recovered if the key in force was never used (the step decides that).
+AFTER_REVOKED = """
+                    holding          unannounced
+same                recover-revoked  recover-revoked
+same+aside          recover-revoked  recover-revoked
+"""
+
 # after_refusal(shape, sends_stored_key=...) when no rotation is in flight, by probe.
 REFUSALS = """
                     not-probed    stored-works  stored-revoked  kept-aside-works    no-answer
@@ -215,6 +224,7 @@ def test_the_tables_cover_every_state_shape_probe_and_answer() -> None:
         itertools.product(REFUSAL_SHAPES, [p.value for p in refusal_probes])
     )
     answers = {*steps.values(), *after.values(), *held_after.values()}
+    answers |= set(grid(AFTER_REVOKED).values())
     assert answers == {n.value for n in Next}
     assert {*refusals.values(), Refusal.AWAIT_ROTATION.value} == {r.value for r in Refusal}
 
@@ -238,9 +248,12 @@ HELD_PROBE_DECIDES = [
     (shape, probe, expected) for (shape, probe), expected in grid(AFTER_HELD_PROBE).items()
 ]
 PROBE_IRRELEVANT = [
-    cell
-    for cell in cells(STEPS) + cells(STEPS_UNANNOUNCED)
-    if cell[2] not in {*FINISHING, Next.PROBE_HELD.value} and cell[0] != "empty"
+    (shape, state, expected, probe)
+    for shape, state, expected in cells(STEPS) + cells(STEPS_UNANNOUNCED)
+    if expected not in {*FINISHING, Next.PROBE_HELD.value} and shape != "empty"
+    for probe in Probe
+    if probe is not Probe.NOT_PROBED
+    if (probe is not Probe.STORED_REVOKED or (shape, state) not in grid(AFTER_REVOKED))
 ]
 
 
@@ -276,15 +289,25 @@ def test_an_unsaved_key_after_its_probe(shape: str, probe: str, expected: str) -
     assert next_step(SHAPES[shape], HELD["unsaved"], Probe(probe)) is Next(expected)
 
 
-@pytest.mark.parametrize("probe", [p for p in Probe if p is not Probe.NOT_PROBED])
-@pytest.mark.parametrize(("shape", "state", "expected"), PROBE_IRRELEVANT)
+@pytest.mark.parametrize(("shape", "state", "expected", "probe"), PROBE_IRRELEVANT)
 def test_a_probe_matters_only_to_a_journal_being_finished(
     shape: str, state: str, expected: str, probe: Probe
 ) -> None:
     """Without a journal to finish here (none, or the process's own state decides: a halt,
-    an unsaved key), a probe's result changes nothing: the answer is the one before it.
+    an unsaved key), a probe's result changes nothing: the answer is the one before it,
+    but for the stored key held here found refused (the table below).
     """
     assert next_step(SHAPES[shape], HELD[state], probe) is Next(expected)
+
+
+@pytest.mark.parametrize(("shape", "state", "expected"), cells(AFTER_REVOKED))
+def test_a_stored_key_held_here_found_refused(shape: str, state: str, expected: str) -> None:
+    """The stored key, the one this process holds, refused with no journal open: a
+    reissue no rotation of this store made revoked it, and recovering it is the step
+    (whether the key held here was announced yet or not). A halted process, one with an
+    unsaved key, or one that holds another key answers as before (the table above).
+    """
+    assert next_step(SHAPES[shape], HELD[state], Probe.STORED_REVOKED) is Next(expected)
 
 
 @pytest.mark.parametrize(

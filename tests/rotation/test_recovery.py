@@ -194,3 +194,111 @@ async def test_rotate_now_adopts_a_key_another_process_already_rotated_to(
     assert api.reissues == 1
     assert adopted.reason == "adopted"
     assert (adopted.new_key, adopted.generation) == (rotated.new_key, 2)
+
+
+async def rotated_then_revoked_unseen(
+    api: FakeCS2CapAPI, rotator: KeyRotator, clock: FakeClock
+) -> str:
+    """Rotate once, then reissue with the session JWT behind the rotator's back.
+
+    That is what a recovery leaves when its first session-JWT reissue timed out, was
+    found not to have happened, and landed after the retry: the key the retry returned
+    (saved, verified, announced) is revoked by a reissue whose key no one received, and
+    no journal says so. Returns the id of the revoked, stored key.
+    """
+    saved = await rotator.rotate_now()
+    async with AccountClient(
+        session_token=api.session_token, base_url=api.base_url, clock=clock
+    ) as late:
+        await late.reissue_key()  # the late first attempt: its key reaches no one
+    assert not api.is_active(saved.new_key)
+    return saved.key_id
+
+
+async def test_a_stored_key_revoked_by_an_unseen_reissue_is_recovered(
+    api: FakeCS2CapAPI, client: AccountClient, clock: FakeClock
+) -> None:
+    """The stored key, held here, is refused and no journal is open; the key in force was
+    never used: the next check recovers with the token, saves, verifies and announces
+    the new key, instead of letting the 401 stand for ever.
+    """
+    store = MemoryKeyStore()
+    rotator = KeyRotator(client, store=store, recovery_token=api.session_token)
+    announced: list[RotationEvent] = []
+    rotator.on_rotate(announced.append)
+    revoked = await rotated_then_revoked_unseen(api, rotator, clock)
+
+    event = await rotator.check()
+
+    assert event is not None
+    assert (event.reason, event.previous_key_id, event.generation) == ("recovery", revoked, 3)
+    assert rotator.recoveries == 1
+    assert api.reissues == 3  # the rotation, the unseen one, the recovery
+    assert api.is_active(client.api_key or "")
+    record = await store.load()
+    assert record is not None
+    assert (record.generation, record.pending, record.key) == (3, None, api.root_key)
+    assert [e.reason for e in announced] == ["manual", "recovery"]
+    assert await rotator.check() is None  # settled: nothing more is reissued
+    assert api.reissues == 3
+
+
+async def test_an_unseen_reissue_whose_key_was_used_is_not_recovered_over(
+    api: FakeCS2CapAPI, client: AccountClient, clock: FakeClock
+) -> None:
+    """The same, but the key in force has authenticated a call: someone holds it, so no
+    reissue takes it from them; the refusal stands until that key is stored.
+    """
+    store = MemoryKeyStore()
+    rotator = KeyRotator(client, store=store, recovery_token=api.session_token)
+    await rotated_then_revoked_unseen(api, rotator, clock)
+    async with AccountClient(api.root_key, base_url=api.base_url, clock=clock) as holder:
+        await holder.get_key()  # whoever received the key uses it
+
+    with pytest.raises(AuthenticationError) as caught:
+        await rotator.check()
+
+    assert caught.value.code == "AUTH_API_KEY_REVOKED"
+    assert (api.reissues, rotator.recoveries) == (2, 0)
+    record = await store.load()
+    assert record is not None
+    assert record.pending is None  # no journal left open by the look
+
+
+async def test_an_unseen_reissue_without_a_token_lets_the_refusal_stand(
+    api: FakeCS2CapAPI, client: AccountClient, clock: FakeClock
+) -> None:
+    """Without a recovery token nothing can replace the key: the check raises the 401 as
+    it is, reissues nothing, and leaves the store as it was.
+    """
+    store = MemoryKeyStore()
+    rotator = KeyRotator(client, store=store)
+    revoked = await rotated_then_revoked_unseen(api, rotator, clock)
+
+    with pytest.raises(AuthenticationError):
+        await rotator.check()
+
+    assert api.reissues == 2
+    record = await store.load()
+    assert record is not None
+    assert (record.key_id, record.pending) == (revoked, None)
+
+
+async def test_a_recovery_from_an_unseen_reissue_re_creates_the_stored_children(
+    api: FakeCS2CapAPI, client: AccountClient, clock: FakeClock
+) -> None:
+    """The revoked key cannot list its children (the unseen reissue revoked them too):
+    they are re-created by the names the store recorded, under the recovered key.
+    """
+    await client.sub_keys.create("bot")
+    rotator = KeyRotator(
+        client, store=MemoryKeyStore(), recovery_token=api.session_token, recreate_sub_keys=True
+    )
+    await rotated_then_revoked_unseen(api, rotator, clock)
+
+    event = await rotator.check()
+
+    assert event is not None
+    assert set(event.sub_keys) == {"bot"}
+    assert event.sub_key_errors == {}
+    assert api.is_active(event.sub_keys["bot"].key)
