@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Final
 
-__all__ = ["check_count", "check_flag", "check_seconds"]
+__all__ = ["check_count", "check_flag", "check_int", "check_seconds"]
 
 _NUMBER: Final = (int, float)
 
@@ -54,8 +54,19 @@ def check_count(value: object, name: str, *, optional: bool = False) -> int | No
     if isinstance(value, bool) or not isinstance(value, int):
         kind = "an int" + (" or None" if optional else "")
         raise TypeError(f"{name} must be {kind}, got {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"{name} must be 0 or more")
+    return check_int(value, name, low=0)
+
+
+def check_int(value: object, name: str, *, low: int | None = None, high: int | None = None) -> int:
+    """`value` as an int (not a bool, not a float) from `low` to `high`, where given."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        if low is not None and high is not None:
+            bounds = f"from {low} to {high}"
+        else:
+            bounds = f"{low} or more" if low is not None else f"{high} or less"
+        raise ValueError(f"{name} must be {bounds}, got {value}")
     return value
 
 

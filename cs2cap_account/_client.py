@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import attrs
 
-from cs2cap_account._arguments import check_count, check_flag
+from cs2cap_account._arguments import check_count, check_flag, check_int
 from cs2cap_account._clock import Clock, SystemClock
 from cs2cap_account._constants import API_KEY_ENV, BASE_URL_ENV, DEFAULT_BASE_URL, USER_AGENT
 from cs2cap_account._converter import KeyEnvelope, ReissueAnswer
@@ -551,8 +551,8 @@ class SubKeys:
 
     async def list(self, *, limit: int = 25, offset: int = 0) -> SubKeyPage:
         """One page of active child keys. The server clamps `limit` to 1..100."""
-        _check_int(limit, "limit")
-        _check_int(offset, "offset", low=0)
+        check_int(limit, "limit")
+        check_int(offset, "offset", low=0)
         params = {"limit": str(limit), "offset": str(offset)}
         return await self._session.request("GET", "/account/sub-keys", SubKeyPage, params=params)
 
@@ -563,7 +563,7 @@ class SubKeys:
         key, or more than `MAX_ITERATED` keys, raises `MalformedResponseError` rather than
         paging forever.
         """
-        _check_int(page_size, "page_size", low=1, high=100)
+        check_int(page_size, "page_size", low=1, high=100)
         offset = 0
         seen: set[str] = set()
         while True:
@@ -653,16 +653,6 @@ class SubKeys:
 
 def _with_key_id(gone: RevokedSubKey, key_id: str) -> RevokedSubKey:
     return RevokedSubKey(ok=gone.ok, key_id=key_id, revoked_at=gone.revoked_at)
-
-
-def _check_int(
-    value: object, name: str, *, low: int | None = None, high: int | None = None
-) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if (low is not None and value < low) or (high is not None and value > high):
-        bounds = f"from {low}" + (f" to {high}" if high is not None else " up")
-        raise ValueError(f"{name} must be {bounds}, got {value}")
 
 
 def _sub_key_path(key_id: str) -> str:
