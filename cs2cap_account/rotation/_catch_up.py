@@ -194,7 +194,7 @@ class CatchUp:
         else:
             assert step is Next.COMPLETE
             logger.warning("finishing an interrupted rotation to generation %d", record.generation)
-            saved = record
+            saved = await self._protocol.confirm_saved(record)
         return await self._protocol.complete(saved)
 
     async def _initialise(self) -> RotationEvent | None:

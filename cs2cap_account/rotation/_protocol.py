@@ -307,6 +307,26 @@ class Protocol:
         await self._steps.passed(Step.SAVED)
         return saved
 
+    async def confirm_saved(self, record: KeyRecord) -> KeyRecord:
+        """Write a stored new key again, as it is, before finishing its rotation.
+
+        The save that stored it may not have been confirmed (a store that waits for
+        replicas raised, the rotation stopped): no one learns of a key before a save of
+        it returns. Unconfirmed again, the key stays held here if it was, and
+        `RotationError` says the next check tries again.
+        """
+        try:
+            return await self._io.write(record, record.generation)
+        except StoreError as exc:
+            unsaved = self._holding.unsaved
+            if unsaved is not None and unsaved.record.key_id == record.key_id:
+                raise self._unsaveable(unsaved, exc) from exc
+            raise RotationError(
+                f"the new key {record.key_id} is stored but the store could not confirm it "
+                f"({exc}); it is announced once a save of it is, at the next check",
+                previous_key_id=record.pending.previous_key_id if record.pending else None,
+            ) from exc
+
     async def write_back(self, unsaved: UnsavedKey) -> KeyRecord:
         """Write a held key back into an emptied store, once, compare-and-set on empty.
 

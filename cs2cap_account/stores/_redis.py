@@ -1,22 +1,29 @@
 """`RedisKeyStore`: one key for a whole fleet, on every process and host, in Redis.
 
-Three Redis names hang off the store's `name` (default `cs2cap`):
+Three Redis names hang off the store's `name` (default `cs2cap`), all under one hash tag
+(`{name}`), so that on a Redis Cluster they live in one slot, on one node:
 
-- `<name>:record`, a hash: `generation` (an integer) and `record` (the `KeyRecord` as JSON,
-  or as a Fernet token with `cipher=`). `save()` is one Lua script: compare the stored
-  generation with the expected one, write both fields, publish the new generation.
-- `<name>:lease`, a string: the rotation lease. `lock()` takes it with `SET NX PX` and a
-  random token, renews it from a background task while held, and releases it with a
-  compare-and-delete script, so a holder whose lease expired never deletes its
-  successor's. A holder stalled past its lease is fenced off by the generation instead.
-- `<name>:changes`, a channel: the generation after each save, as a hint. `changes()`
+- `{name}:record`, a hash: `generation` (an integer), `lineage`, and `record` (the
+  `KeyRecord` as JSON, or as a Fernet token with `cipher=`). `save()` is one Lua script:
+  compare the stored generation (and lineage) with the expected one, write the fields,
+  publish the new generation. With `min_replicas`, the script and a `WAIT` go down one
+  connection, and the save returns only once that many replicas have the write.
+- `{name}:lease`, a string: the rotation lease, redis-py's asyncio `Lock` (`SET NX PX`
+  with a random token, renewed while held, released by a compare-and-delete script), so
+  a holder whose lease expired never deletes its successor's. A holder stalled past its
+  lease is fenced off by the generation instead.
+- `{name}:changes`, a channel: the generation after each save, as a hint. `changes()`
   yields it, and also polls the generation every `poll_interval` (jittered), so a
   process whose subscription was cut catches up on its own.
 
-Every command is bounded by the store's `timeout`: a Redis that stops answering (frozen,
-partitioned) makes an operation raise `StoreError` within it, never hang. A cancelled
-`lock()` leaves no lease behind: a `SET` in flight is seen through before the lease is
-released, and the release itself runs to its end.
+A URL names the topology (`_redis_url`): one server, a Redis Cluster, or a primary
+managed by Sentinel. Every command is bounded by the store's `timeout`: a Redis that stops
+answering (frozen, partitioned) makes an operation raise `StoreError` within it, never
+hang. A cancelled `lock()` leaves no lease behind: a `SET` in flight is seen through before
+the lease is released, and the release itself runs to its end.
+
+Stores written by versions before the hash tag (`<name>:record`) are moved on first load;
+see `_MARK_MOVED`.
 
 `redis` is imported when a store is made (`pip install "cs2cap-account[redis]"`), never by
 `import cs2cap_account`.
@@ -33,6 +40,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
+from cs2cap_account._arguments import check_count
 from cs2cap_account._clock import Clock, SystemClock
 from cs2cap_account._secret import redact_text
 from cs2cap_account.errors import StaleGenerationError, StoreError
@@ -44,10 +52,13 @@ from cs2cap_account.stores._cipher import (
     seal_record_bytes,
 )
 from cs2cap_account.stores._record import KeyRecord, dump_record, load_record
+from cs2cap_account.stores._redis_url import Connected, connect, parse_redis_url
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.asyncio.client import PubSub
+    from redis.asyncio.cluster import RedisCluster
+    from redis.asyncio.lock import Lock
     from redis.commands.core import AsyncScript
 
 __all__ = ["RedisKeyStore"]
@@ -73,20 +84,44 @@ redis.call('PUBLISH', ARGV[4], ARGV[2])
 return {1, ARGV[2]}
 """
 
-# KEYS[1] the lease. ARGV: token, ttl in ms. 1 if the lease was ours and is extended.
-_RENEW: Final = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
+# KEYS[1] the record hash. ARGV: its generation. Writes that generation again, so that a
+# WAIT on this connection covers an earlier save of it (replication is in order). 1 if the
+# generation is still stored, else 0.
+_TOUCH: Final = """
+if redis.call('HGET', KEYS[1], 'generation') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'generation', ARGV[1])
+return 1
 """
 
-# KEYS[1] the lease. ARGV: token. 1 if the lease was ours and is gone.
-_RELEASE: Final = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
+# Moving a store written before the hash tag: KEYS[1] the old record hash. Marks it moved
+# (its generation becomes 'moved:<generation>', which an older version can neither load
+# nor save over, so it rotates nothing) and returns {generation, lineage, record} as they
+# were, or {} if it holds no record. The record field stays until the copy is made, so a
+# crash between the two loses nothing; `_DROP_MOVED` then removes it.
+_MARK_MOVED: Final = """
+local fields = redis.call('HMGET', KEYS[1], 'generation', 'lineage', 'record')
+if not fields[1] or not fields[3] then return {} end
+local generation = fields[1]
+if string.sub(generation, 1, 6) == 'moved:' then
+  generation = string.sub(generation, 7)
+else
+  redis.call('HSET', KEYS[1], 'generation', 'moved:' .. generation)
 end
-return 0
+return {generation, fields[2] or '', fields[3]}
+"""
+
+# KEYS[1] the record hash. ARGV: generation, lineage, record. Written only into an empty
+# store (compare-and-set on empty). 1 if written.
+_COPY: Final = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'generation', ARGV[1], 'lineage', ARGV[2], 'record', ARGV[3])
+return 1
+"""
+
+# KEYS[1] the old record hash, once copied: keeps only the 'moved:' marker.
+_DROP_MOVED: Final = """
+redis.call('HDEL', KEYS[1], 'lineage', 'record')
+return 1
 """
 
 _POLL_JITTER: Final = 0.1  # each poll waits poll_interval * (1 ± 0.1)
@@ -108,15 +143,21 @@ class RedisKeyStore:
 
     ```python
     store = RedisKeyStore("redis://redis.internal:6379/0", cipher=os.environ["KEY_CIPHER"])
+    store = RedisKeyStore("redis+sentinel://s1:26379,s2:26379,s3:26379/keys", min_replicas=1)
+    store = RedisKeyStore("redis+cluster://node1:6379,node2:6379")
     rotator = KeyRotator(client, store=store)
     ```
 
     Args:
-        url_or_client: a `redis://` / `rediss://` / `unix://` URL (the store then owns the
-            connection pool and closes it in `aclose()`), or a `redis.asyncio.Redis` of
-            yours, which is left open.
-        name: prefix of the store's Redis keys and channel; fleets sharing one Redis
-            database use different names.
+        url_or_client: a URL (the store then owns the connections and closes them in
+            `aclose()`): `redis://` / `rediss://` / `unix://` for one server,
+            `redis+cluster://host:port[,host:port...]` for a Redis Cluster, or
+            `redis+sentinel://host:port[,host:port...]/SERVICE[/DB]` for the primary the
+            sentinels monitor as SERVICE. Or a client of yours, which is left open: a
+            `redis.asyncio.Redis` (e.g. `Sentinel(...).master_for(...)`) or a
+            `redis.asyncio.cluster.RedisCluster`.
+        name: the hash tag of the store's Redis keys and channel (`{name}:record`, ...);
+            fleets sharing one Redis database use different names.
         lease_ttl: seconds a rotation lease lasts unless renewed; the holder renews it
             every third of that. A rotator that stalls longer loses the lease, and its
             save is then refused if another rotator saved meanwhile.
@@ -124,64 +165,87 @@ class RedisKeyStore:
         timeout: seconds any one Redis command may take (connecting included); a command
             that takes longer raises `StoreError`. With a URL the store's own connections
             get it as their socket timeouts too. It also bounds `aclose()`.
+        min_replicas: replicas that must hold a save before it returns (`WAIT`); 0 (the
+            default) returns once the primary has it. A save that fewer replicas confirm
+            within `replica_timeout` raises `StoreError`: the rotator then holds the new
+            key, retries, and announces nothing until a save is confirmed.
+        replica_timeout: seconds a save waits for `min_replicas` (shorter than `timeout`).
         cipher: a Fernet key (or a list: the first encrypts, any decrypts); the record is
             then stored encrypted. Needs `cryptography` (`cs2cap-account[crypto]`).
         clock: what waiting for the lease and renewing it sleep on (the system clock by
             default). `changes()` waits on its subscription's socket, so it keeps the
             event loop's time.
 
-    A save is as durable as the Redis server is configured to make it (AOF with
-    `appendfsync always`, or replicas): the key lives nowhere else.
+    A save is as durable as the primary and `min_replicas` make it: see docs/fleet.md
+    for what each setting survives. The key lives nowhere else.
 
     """
 
     def __init__(
         self,
-        url_or_client: str | Redis,
+        url_or_client: str | Redis | RedisCluster,
         *,
         name: str = "cs2cap",
         lease_ttl: float = 30.0,
         poll_interval: float = 5.0,
         timeout: float = 5.0,
+        min_replicas: int = 0,
+        replica_timeout: float = 1.0,
         cipher: CipherKey | RecordCipher | None = None,
         clock: Clock | None = None,
     ) -> None:
         if not isinstance(name, str):
             raise TypeError(f"name must be a str, not {type(name).__name__}")
-        if not name:
-            raise ValueError("name must not be empty")
+        if not name or any(brace in name for brace in "{}"):
+            raise ValueError("name must be non-empty, without braces (it is the hash tag)")
         lease_ttl = _seconds("lease_ttl", lease_ttl, at_least=_MIN_LEASE_TTL)
         poll_interval = _seconds("poll_interval", poll_interval, at_least=_MIN_POLL_INTERVAL)
         timeout = _seconds("timeout", timeout, at_least=_MIN_TIMEOUT)
+        min_replicas = check_count(min_replicas, "min_replicas") or 0
+        replica_timeout = _seconds("replica_timeout", replica_timeout, at_least=_MIN_TIMEOUT)
+        if min_replicas and replica_timeout >= timeout:
+            raise ValueError(
+                f"replica_timeout ({replica_timeout:g} s) must be shorter than timeout "
+                f"({timeout:g} s), which bounds the save and its wait for replicas"
+            )
         try:
             from redis.asyncio import Redis
+            from redis.asyncio.cluster import RedisCluster
         except ImportError as exc:  # pragma: no cover - depends on the installation
             raise ImportError(
                 'RedisKeyStore needs redis: pip install "cs2cap-account[redis]"'
             ) from exc
         self._cipher = make_cipher(cipher)
         if isinstance(url_or_client, str):
-            self._redis: Redis = Redis.from_url(
-                url_or_client, socket_timeout=timeout, socket_connect_timeout=timeout
+            self._connected: Connected | None = connect(
+                parse_redis_url(url_or_client), timeout=timeout
             )
-            self._owns_client = True
-        else:
+            self._redis: Redis | RedisCluster = self._connected.client
+        elif isinstance(url_or_client, (Redis, RedisCluster)):
+            self._connected = None
             self._redis = url_or_client
-            self._owns_client = False
+        else:
+            raise TypeError(
+                "url_or_client must be a Redis URL, a redis.asyncio.Redis or a "
+                f"redis.asyncio.cluster.RedisCluster, not {type(url_or_client).__name__}"
+            )
+        self._cluster = isinstance(self._redis, RedisCluster)
         self.name = name
         self.lease_ttl = lease_ttl
         self.poll_interval = poll_interval
         self.timeout = timeout
-        self._record_key = f"{name}:record"
-        self._lease_key = f"{name}:lease"
-        self.channel = f"{name}:changes"
+        self.min_replicas = min_replicas
+        self.replica_timeout = replica_timeout
+        self.record_key = f"{{{name}}}:record"
+        self.lease_key = f"{{{name}}}:lease"
+        self.channel = f"{{{name}}}:changes"
+        self._legacy_record_key = f"{name}:record"
         self._save_script: AsyncScript = self._redis.register_script(_SAVE)
-        self._renew_script: AsyncScript = self._redis.register_script(_RENEW)
-        self._release_script: AsyncScript = self._redis.register_script(_RELEASE)
+        self._touch_script: AsyncScript = self._redis.register_script(_TOUCH)
         self._local = asyncio.Lock()
         self._subscriptions: set[PubSub] = set()
         self._where = f"the Redis store {name!r}"
-        self._record_where = f"the record hash {self._record_key!r} of {self._where}"
+        self._record_where = f"the record hash {self.record_key!r} of {self._where}"
         self._clock: Clock = clock or SystemClock()
 
     def __repr__(self) -> str:
@@ -194,10 +258,14 @@ class RedisKeyStore:
     async def load(self) -> KeyRecord | None:
         """The stored record, or None if nothing was saved under this name yet."""
         generation, data = await self._call(
-            "read", self._redis.hmget(self._record_key, ["generation", "record"])
+            "read", self._redis.hmget(self.record_key, ["generation", "record"])
         )
         if generation is None and data is None:
-            return None
+            if not await self._moved_from_before_the_hash_tag():
+                return None
+            generation, data = await self._call(
+                "read", self._redis.hmget(self.record_key, ["generation", "record"])
+            )
         if generation is None or data is None:
             raise StoreError(
                 f"{self._record_where} holds a partial record: one of its fields is missing"
@@ -215,30 +283,38 @@ class RedisKeyStore:
         """Compare-and-set on the generation, in one script; then publish the new generation.
 
         Raises `StaleGenerationError` if the stored generation is not `expected_generation`
-        (None: unless the store is empty).
+        (None: unless the store is empty). With `min_replicas`, returns only once that many
+        replicas confirm the write, else raises `StoreError`; saved again, a record an
+        unconfirmed attempt already stored is confirmed rather than fenced off.
         """
         payload = seal_record_bytes(self._cipher, dump_record(record))
         expected = "" if expected_generation is None else str(expected_generation)
-        answer = await self._call(
-            "write",
-            self._save_script(
-                keys=[self._record_key],
-                args=[expected, str(record.generation), payload, self.channel, record.lineage],
-            ),
-        )
-        done, stored = answer[0], answer[1]
-        if int(done) != 1:
-            actual = _as_str(stored)
-            why = (
-                "another rotator saved first"
-                if len(answer) < 3
-                else "of another lineage: the store was reset since"
+        args: list[str | bytes] = [
+            expected,
+            str(record.generation),
+            payload,
+            self.channel,
+            record.lineage,
+        ]
+        if not self.min_replicas:
+            answer = await self._call("write", self._save_script(keys=[self.record_key], args=args))
+            self._fenced_unless_saved(answer, expected_generation)
+            return
+        answer, confirmed = await self._call("write", self._and_wait(_SAVE, args))
+        if int(answer[0]) != 1:
+            if _as_str(answer[1]) != str(record.generation) or await self.load() != record:
+                self._fenced_unless_saved(answer, expected_generation)
+            # An earlier attempt stored this very record, unconfirmed: confirm it now.
+            touched, confirmed = await self._call(
+                "write", self._and_wait(_TOUCH, [str(record.generation)])
             )
-            raise StaleGenerationError(
-                f"{self._where} holds generation {actual or None}, not {expected_generation}: "
-                + why,
-                expected_generation=-1 if expected_generation is None else expected_generation,
-                stored_generation=int(actual) if actual else -1,
+            if not touched:
+                self._fenced_unless_saved([0, b""], expected_generation)
+        if int(confirmed) < self.min_replicas:
+            raise StoreError(
+                f"could not write {self._where} durably: {int(confirmed)} of "
+                f"{self.min_replicas} replicas confirmed the save within "
+                f"{self.replica_timeout:g} s, so a failover could lose it"
             )
 
     @asynccontextmanager
@@ -249,10 +325,12 @@ class RedisKeyStore:
         renewed or given back), the lease is released by its token before this returns.
         """
         async with self._local:
-            token = secrets.token_hex(16)
+            lease = self._redis.lock(
+                self.lease_key, timeout=self.lease_ttl, blocking=False, thread_local=False
+            )
             try:
-                await self._acquire(token)
-                renewer = asyncio.ensure_future(self._keep_lease(token))
+                await self._acquire(lease)
+                renewer = asyncio.ensure_future(self._keep_lease(lease))
                 try:
                     yield
                 finally:
@@ -260,11 +338,11 @@ class RedisKeyStore:
                     # Wait for it without swallowing a cancellation aimed at this task.
                     await asyncio.wait([renewer])
             finally:
-                # A compare-and-delete on our token: harmless if the lease was never taken.
-                await _to_the_end(self._release(token))
+                # A compare-and-delete on our token, if the lease was taken at all.
+                await _to_the_end(self._release(lease))
 
     async def aclose(self) -> None:
-        """Close open subscriptions, and the connection pool if the store made it.
+        """Close open subscriptions, and the connections if the store made them.
 
         Bounded by `timeout` even if the server does not answer; a close that fails or
         takes longer is logged, not raised.
@@ -272,9 +350,9 @@ class RedisKeyStore:
         for pubsub in list(self._subscriptions):
             await _close_quietly(pubsub, self.timeout)
         self._subscriptions.clear()
-        if self._owns_client:
+        if self._connected is not None:
             try:
-                await asyncio.wait_for(self._redis.aclose(), self.timeout)
+                await asyncio.wait_for(self._connected.aclose(), self.timeout)
             except Exception as exc:  # closing must not raise
                 logger.warning(
                     "closing the connections of %s failed (%s)",
@@ -286,7 +364,7 @@ class RedisKeyStore:
 
     async def generation(self) -> int:
         """The stored generation (0 for an empty store), without reading the record."""
-        value = await self._call("read", self._redis.hget(self._record_key, "generation"))
+        value = await self._call("read", self._redis.hget(self.record_key, "generation"))
         return 0 if value is None else int(_as_str(value))
 
     async def changes(self) -> AsyncGenerator[int, None]:
@@ -356,55 +434,111 @@ class RedisKeyStore:
 
     # -- internals ------------------------------------------------------------------------------
 
-    async def _acquire(self, token: str) -> None:
+    async def _acquire(self, lease: Lock) -> None:
         """Take the lease, waiting (and retrying) while another process holds it."""
-        ttl_ms = max(1, round(self.lease_ttl * 1000))
         most = min(_LEASE_WAIT_MAX, self.lease_ttl / 10)
         wait = min(_LEASE_WAIT_FIRST, most)
+        token = secrets.token_hex(16)
         while True:
             # Seen through even if this task is cancelled meanwhile: a SET that lands after
             # its caller left would hold a lease no one releases.
             taken = await _to_the_end(
-                self._call(
-                    "take the rotation lease of",
-                    self._redis.set(self._lease_key, token, nx=True, px=ttl_ms),
-                )
+                self._call("take the rotation lease of", lease.acquire(token=token))
             )
             if taken:
                 return
             await self._clock.sleep(wait * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
             wait = min(wait * 2, most)
 
-    async def _keep_lease(self, token: str) -> None:
+    async def _keep_lease(self, lease: Lock) -> None:
         """Renew the lease every third of its ttl while held; stop if it was lost."""
-        ttl_ms = max(1, round(self.lease_ttl * 1000))
+        from redis.exceptions import LockNotOwnedError
+
         while True:
             await self._clock.sleep(self.lease_ttl / 3)
             try:
-                held = await self._call(
-                    "renew the rotation lease of",
-                    self._renew_script(keys=[self._lease_key], args=[token, ttl_ms]),
-                )
+                await self._call("renew the rotation lease of", lease.reacquire())
             except StoreError as exc:
+                if isinstance(exc.__cause__, LockNotOwnedError):
+                    logger.error(
+                        "the rotation lease of %s expired while held; a save based on what "
+                        "it read will be refused if another rotator saved meanwhile",
+                        self._where,
+                    )
+                    return
                 logger.warning("%s; trying again", exc)
-                continue
-            if not held:
-                logger.error(
-                    "the rotation lease of %s expired while held; a save based on what it "
-                    "read will be refused if another rotator saved meanwhile",
-                    self._where,
-                )
-                return
 
-    async def _release(self, token: str) -> None:
+    async def _release(self, lease: Lock) -> None:
         """Delete the lease if it is still ours; a failure only delays the next holder."""
+        from redis.exceptions import LockNotOwnedError
+
+        if lease.local.token is None:
+            return  # never taken
         try:
-            await self._call(
-                "release the rotation lease of",
-                self._release_script(keys=[self._lease_key], args=[token]),
-            )
+            await self._call("release the rotation lease of", lease.release())
         except StoreError as exc:
-            logger.warning("%s; it expires within %.1f s", exc, self.lease_ttl)
+            if not isinstance(exc.__cause__, LockNotOwnedError):
+                logger.warning("%s; it expires within %.1f s", exc, self.lease_ttl)
+
+    async def _moved_from_before_the_hash_tag(self) -> bool:
+        """Move a record stored under the name of versions before the hash tag, if any.
+
+        The old hash is marked moved first (older versions then neither read nor write
+        it), copied here only into an empty store, then emptied of its key. True if a
+        record was moved (by this process or another meanwhile).
+        """
+        old = self._legacy_record_key
+        fields = await self._call("read", self._redis.eval(_MARK_MOVED, 1, old))
+        if not fields:
+            return False
+        generation, lineage, data = fields
+        await self._call(
+            "write", self._redis.eval(_COPY, 1, self.record_key, generation, lineage, data)
+        )
+        await self._call("write", self._redis.eval(_DROP_MOVED, 1, old))
+        logger.warning(
+            "moved the record of %s from %r to %r (generation %s); rotators of versions "
+            "before the move can no longer read or write it: upgrade them",
+            self._where,
+            old,
+            self.record_key,
+            _as_str(generation),
+        )
+        return True
+
+    def _and_wait(self, script: str, args: list[Any]) -> Awaitable[list[Any]]:
+        """Run `script` on the record, then `WAIT min_replicas`, down one connection.
+
+        `WAIT` counts the replicas that have every write sent on its connection, so the two
+        must share one: a pipeline (on a cluster, both sent to the node of the record).
+        """
+        command = ("EVAL", script, 1, self.record_key, *args)
+        wait = ("WAIT", self.min_replicas, max(1, round(self.replica_timeout * 1000)))
+        pipe = self._redis.pipeline(transaction=False)
+        if self._cluster:
+            node = self._redis.get_node_from_key(self.record_key)  # type: ignore[union-attr]
+            pipe.execute_command(*command, target_nodes=node)
+            pipe.execute_command(*wait, target_nodes=node)
+        else:
+            pipe.execute_command(*command)
+            pipe.execute_command(*wait)
+        return pipe.execute()
+
+    def _fenced_unless_saved(self, answer: list[Any], expected_generation: int | None) -> None:
+        """Raise `StaleGenerationError` unless the save script's `answer` says it saved."""
+        if int(answer[0]) == 1:
+            return
+        actual = _as_str(answer[1])
+        why = (
+            "another rotator saved first"
+            if len(answer) < 3
+            else "of another lineage: the store was reset since"
+        )
+        raise StaleGenerationError(
+            f"{self._where} holds generation {actual or None}, not {expected_generation}: " + why,
+            expected_generation=-1 if expected_generation is None else expected_generation,
+            stored_generation=int(actual) if actual.isdigit() else -1,
+        )
 
     async def _drop(self, pubsub: PubSub) -> None:
         self._subscriptions.discard(pubsub)

@@ -231,14 +231,19 @@ class Fleet:
         return indices
 
     async def ready(self, indices: list[int], bound: float = BOUND) -> list[Report]:
-        """Wait for the `ready` report of each of `indices`, and for their subscriptions."""
+        """Wait for the `ready` report of each of `indices`, and for their subscriptions.
+
+        Subscriptions are counted on the command server, so only for a store on it (not
+        for one elsewhere, `FLEET_STORE_URL`).
+        """
         reports = [await self.report("ready", index, bound=bound) for index in indices]
-        await self.subscribed(len(self.live), bound=bound)
+        if not self.env.get("FLEET_STORE_URL"):
+            await self.subscribed(len(self.live), bound=bound)
         return reports
 
     async def subscribed(self, count: int, bound: float = BOUND) -> None:
         """Wait until `count` subscribers listen on the store's channel."""
-        channel = f"{self.name}:changes"
+        channel = f"{{{self.name}}}:changes"
         deadline = time.monotonic() + bound
         while True:
             numsub = dict(await self.redis.pubsub_numsub(channel))

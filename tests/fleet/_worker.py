@@ -19,7 +19,9 @@ callback ran (comparable across processes on one host). A worker starts once the
 has caught up with the store (`ready`), and exits by itself if its parent goes away or no
 command comes for two minutes. Environment: `FLEET_ROOT_KEY` (the key to start from; the
 store's wins once it holds one), `FLEET_RECOVERY_TOKEN`, `FLEET_LEASE_TTL`,
-`FLEET_POLL_INTERVAL`, `FLEET_CHECK_INTERVAL` (seconds), `FLEET_FAULT_POINTS`.
+`FLEET_POLL_INTERVAL`, `FLEET_CHECK_INTERVAL` (seconds), `FLEET_FAULT_POINTS`, and
+`FLEET_STORE_URL` / `FLEET_MIN_REPLICAS` for a store on another Redis topology than the
+one commands go through (a cluster, a Sentinel-managed primary).
 
 Keys never leave the process: reports carry SHA-256 hashes only.
 """
@@ -87,10 +89,11 @@ class Worker:
         self.name = name
         self.control = Redis.from_url(redis_url)
         self.store = FaultyStore(
-            redis_url,
+            os.environ.get("FLEET_STORE_URL") or redis_url,
             name=name,
             lease_ttl=float(os.environ.get("FLEET_LEASE_TTL", "30")),
             poll_interval=float(os.environ.get("FLEET_POLL_INTERVAL", "5")),
+            min_replicas=int(os.environ.get("FLEET_MIN_REPLICAS", "0")),
         )
         self.client = AccountClient(
             api_key=os.environ["FLEET_ROOT_KEY"], base_url=base_url, timeout=10.0

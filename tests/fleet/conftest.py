@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 import attrs
 import pytest
 
+from ._topologies import Cluster, SentinelSet, start_cluster, start_sentinel_set
+
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
@@ -116,6 +118,39 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield RedisServer(url=f"redis://127.0.0.1:{port}/0", port=port)
     finally:
         stop_redis_server(proc)
+
+
+def _executables() -> str:
+    """redis-server's path, with redis-cli beside it (the topologies need both)."""
+    try:
+        import redis  # noqa: F401
+    except ImportError:
+        _unavailable('the redis package is not installed (pip install ".[redis]")')
+    executable = shutil.which("redis-server")
+    if executable is None or shutil.which("redis-cli") is None:
+        _unavailable("redis-server and redis-cli are not installed (apt-get install redis-server)")
+        raise AssertionError  # unreachable: skip and fail raise
+    return executable
+
+
+@pytest.fixture
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A Redis Cluster of our own: 3 primaries and 3 replicas on loopback, killed at the end."""
+    cluster = start_cluster(_executables(), tmp_path_factory.mktemp("cluster"))
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+def redis_sentinels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelSet]:
+    """A primary, a replica and three sentinels of our own on loopback, killed at the end."""
+    watched = start_sentinel_set(_executables(), tmp_path_factory.mktemp("sentinel"))
+    try:
+        yield watched
+    finally:
+        watched.close()
 
 
 @pytest.fixture

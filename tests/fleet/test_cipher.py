@@ -69,7 +69,7 @@ async def stored_bytes(
     if kind == "file":
         return (tmp_path / "key.json").read_bytes()
     async with redis_at(request) as client:
-        value = await client.hget(f"{store_name}:record", "record")
+        value = await client.hget(f"{{{store_name}}}:record", "record")
     assert isinstance(value, bytes)
     return value
 
@@ -135,7 +135,7 @@ async def test_an_altered_record_does_not_open(
         (tmp_path / "key.json").write_bytes(bytes(raw))
     else:
         async with redis_at(request) as client:
-            await client.hset(f"{store_name}:record", "record", bytes(raw))
+            await client.hset(f"{{{store_name}}}:record", "record", bytes(raw))
     with pytest.raises(StoreError, match="could not be decrypted"):
         await open_store(KEY).load()
 

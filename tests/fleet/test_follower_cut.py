@@ -50,7 +50,7 @@ async def test_a_follower_cut_off_during_the_publish_catches_up_by_polling(
     announces it once; once allowed again, it subscribes again.
     """
     api = api_without_limits
-    channel = f"{store_name}:changes"
+    channel = f"{{{store_name}}}:changes"
     leader_store = RedisKeyStore(redis_server.url, name=store_name)
     follower_store = RedisKeyStore(follower_url, name=store_name, poll_interval=POLL)
     leader_client = AccountClient(api.root_key, base_url=api.base_url)

@@ -252,7 +252,7 @@ async def _cancel_lock_while_set_is_in_flight(
 
     plain = Redis.from_url(freezable.server.url)
     try:
-        assert await plain.exists("cancel:lease") == 0
+        assert await plain.exists("{cancel}:lease") == 0
     finally:
         await plain.aclose()
 

@@ -20,12 +20,14 @@ import attrs
 import pytest
 
 from cs2cap_account import FakeClock, KeyStore, RedisKeyStore, StaleGenerationError, StoreError
+from cs2cap_account.stores._record import dump_record
 
 from ._records import ROOT_2, ROOT_3, eventually, full_record, leaked, record
 from .conftest import RedisServer, start_redis_server, stop_redis_server
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+    from redis.asyncio.lock import Lock
 
 Opener = Callable[..., RedisKeyStore]
 
@@ -53,7 +55,7 @@ async def open_store(redis_server: RedisServer, store_name: str) -> AsyncIterato
 class FrozenLeaseStore(RedisKeyStore):
     """A store whose lease is never renewed, as if its process stalled while holding it."""
 
-    async def _keep_lease(self, token: str) -> None:
+    async def _keep_lease(self, lease: Lock) -> None:
         await asyncio.Event().wait()
 
 
@@ -144,18 +146,52 @@ async def test_names_keep_stores_apart(redis_server: RedisServer, store_name: st
 async def test_the_hash_holds_the_generation_beside_the_record(
     open_store: Opener, redis_client: Redis, store_name: str
 ) -> None:
-    """`<name>:record` is a hash of `generation`, `lineage` and the JSON `record`, nothing
+    """`{name}:record` is a hash of `generation`, `lineage` and the JSON `record`, nothing
     else (the lineage beside the record, for the compare-and-set to see it).
     """
     await open_store().save(
         attrs.evolve(full_record(), lineage="5eed1e55"), expected_generation=None
     )
-    stored = await redis_client.hgetall(f"{store_name}:record")
+    stored = await redis_client.hgetall(f"{{{store_name}}}:record")
     assert set(stored) == {b"generation", b"lineage", b"record"}
     assert stored[b"lineage"] == b"5eed1e55"
     assert json.loads(stored[b"record"])["lineage"] == "5eed1e55"
     assert stored[b"generation"] == b"7"
     assert json.loads(stored[b"record"])["generation"] == 7
+
+
+# The save script of the versions before the hash tag, over `<name>:record`, as they run it.
+_OLD_SAVE = """
+local stored = redis.call('HGET', KEYS[1], 'generation')
+if not stored then stored = '' end
+if stored ~= ARGV[1] then return {0, stored} end
+redis.call('HSET', KEYS[1], 'generation', ARGV[2], 'record', ARGV[3])
+return {1, ARGV[2]}
+"""
+
+
+async def test_a_record_stored_before_the_hash_tag_is_moved_once(
+    open_store: Opener, redis_client: Redis, store_name: str
+) -> None:
+    """A store written under `<name>:record` (versions before the hash tag) is moved on
+    first load: the record reads back as it was, now under `{name}:record`; the old hash
+    keeps only a `moved:` marker, so an older version's save over it is refused (it
+    rotates nothing) and a later emptied store never brings the old key back.
+    """
+    old = f"{store_name}:record"
+    stored = record(4)
+    await redis_client.hset(old, mapping={"generation": "4", "record": bytes(dump_record(stored))})
+
+    assert await open_store().load() == stored
+    assert await redis_client.hgetall(old) == {b"generation": b"moved:4"}
+    assert await open_store().load() == stored  # from the new hash; nothing moved again
+    older_version_save = await redis_client.eval(
+        _OLD_SAVE, 1, old, "4", "5", bytes(dump_record(record(5)))
+    )
+    assert older_version_save == [0, b"moved:4"]
+
+    await redis_client.delete(f"{{{store_name}}}:record")  # the store emptied later
+    assert await open_store().load() is None
 
 
 async def test_a_partial_or_inconsistent_record_is_a_store_error(
@@ -164,10 +200,10 @@ async def test_a_partial_or_inconsistent_record_is_a_store_error(
     """A hash missing a field, or whose generation disagrees with its record, is refused."""
     store = open_store()
     await store.save(record(1), expected_generation=None)
-    await redis_client.hset(f"{store_name}:record", "generation", "5")
+    await redis_client.hset(f"{{{store_name}}}:record", "generation", "5")
     with pytest.raises(StoreError, match="inconsistent"):
         await store.load()
-    await redis_client.hdel(f"{store_name}:record", "record")
+    await redis_client.hdel(f"{{{store_name}}}:record", "record")
     with pytest.raises(StoreError, match="partial"):
         await store.load()
 
@@ -181,11 +217,13 @@ async def test_a_corrupt_record_names_the_store_and_its_hash(
     """A record field that does not parse is a `StoreError` saying which hash of which
     store is corrupt, not a malformed response.
     """
-    await redis_client.hset(f"{store_name}:record", mapping={"generation": "1", "record": content})
+    await redis_client.hset(
+        f"{{{store_name}}}:record", mapping={"generation": "1", "record": content}
+    )
     with pytest.raises(StoreError) as caught:
         await open_store().load()
     assert str(caught.value).startswith(
-        f"the record hash '{store_name}:record' of the Redis store '{store_name}' is corrupt: "
+        f"the record hash '{{{store_name}}}:record' of the Redis store '{store_name}' is corrupt: "
     )
     assert "response" not in str(caught.value)
 
@@ -268,17 +306,17 @@ async def test_the_lease_is_exclusive_across_handles(open_store: Opener) -> None
 async def test_the_lease_is_a_random_token_with_a_ttl(
     open_store: Opener, redis_client: Redis, store_name: str
 ) -> None:
-    """Held: `<name>:lease` holds a fresh 128-bit token expiring within `lease_ttl`.
+    """Held: `{name}:lease` holds a fresh 128-bit token expiring within `lease_ttl`.
     Released: the key is gone.
     """
     store = open_store(lease_ttl=2.0)
     tokens = []
     for _ in range(2):
         async with store.lock():
-            tokens.append(await redis_client.get(f"{store_name}:lease"))
-            ttl = await redis_client.pttl(f"{store_name}:lease")
+            tokens.append(await redis_client.get(f"{{{store_name}}}:lease"))
+            ttl = await redis_client.pttl(f"{{{store_name}}}:lease")
             assert 0 < ttl <= 2000
-    assert await redis_client.exists(f"{store_name}:lease") == 0
+    assert await redis_client.exists(f"{{{store_name}}}:lease") == 0
     assert all(t is not None and len(t) == 32 for t in tokens)
     assert tokens[0] != tokens[1]
 
@@ -290,7 +328,7 @@ async def test_the_lease_is_renewed_while_held(
     changes, another handle cannot take it); once released the other takes it at once.
     """
     holder, rival = open_store(lease_ttl=0.15), open_store(lease_ttl=0.15)
-    lease = f"{store_name}:lease"
+    lease = f"{{{store_name}}}:lease"
     rivals_lock = rival.lock()
     async with holder.lock():
         token = await redis_client.get(lease)
@@ -319,7 +357,7 @@ async def test_an_expired_holder_does_not_release_its_successors_lease(
     """
     stalled = FrozenLeaseStore(redis_server.url, name=store_name, lease_ttl=0.1)
     successor = RedisKeyStore(redis_server.url, name=store_name, lease_ttl=5.0)
-    lease = f"{store_name}:lease"
+    lease = f"{{{store_name}}}:lease"
     stalled_lock, successors_lock = stalled.lock(), successor.lock()
 
     async def expired() -> bool:
@@ -348,7 +386,7 @@ async def test_the_lease_is_released_when_the_block_raises(
     with pytest.raises(RuntimeError):
         async with store.lock():
             raise RuntimeError("boom")
-    assert await redis_client.exists(f"{store_name}:lease") == 0
+    assert await redis_client.exists(f"{{{store_name}}}:lease") == 0
 
 
 async def test_a_lease_lost_while_held_is_logged_without_keys(
@@ -358,7 +396,7 @@ async def test_a_lease_lost_while_held_is_logged_without_keys(
     store = open_store(lease_ttl=0.09)
     with caplog.at_level(logging.ERROR, logger="cs2cap_account.stores"):
         async with store.lock():
-            await redis_client.delete(f"{store_name}:lease")
+            await redis_client.delete(f"{{{store_name}}}:lease")
 
             async def logged() -> bool:
                 return any("expired while held" in r.getMessage() for r in caplog.records)
@@ -395,7 +433,7 @@ async def test_changes_catch_a_lost_message_by_polling(
     changes = follower.changes()
     try:
         assert await asyncio.wait_for(anext(changes), 2.0) == 0
-        await redis_client.hset(f"{store_name}:record", "generation", "4")
+        await redis_client.hset(f"{{{store_name}}}:record", "generation", "4")
         started = time.monotonic()
         assert await asyncio.wait_for(anext(changes), 2.0) == 4
         assert time.monotonic() - started <= 0.2 * 1.1 + SCHEDULING_SLACK
@@ -441,7 +479,7 @@ async def test_changes_subscribe_again_after_the_connection_is_cut(
     what polls are for), so the writer saves every 50 ms until one gets through.
     """
     writer, follower = open_store(), open_store(poll_interval=60.0)
-    channel = f"{store_name}:changes"
+    channel = f"{{{store_name}}}:changes"
     changes = follower.changes()
 
     async def subscribed() -> bool:
@@ -474,7 +512,7 @@ async def test_aclose_ends_subscriptions(
 ) -> None:
     """Closing the store closes a subscription a `changes()` iterator still holds."""
     follower = open_store(poll_interval=60.0)
-    channel = f"{store_name}:changes"
+    channel = f"{{{store_name}}}:changes"
     changes = follower.changes()
     await anext(changes)
 
@@ -578,7 +616,7 @@ async def test_waiting_for_and_renewing_the_lease_sleep_on_the_stores_clock(
     clock = GatedClock()
     holder = RedisKeyStore(redis_server.url, name=store_name)
     waiter = RedisKeyStore(redis_server.url, name=store_name, clock=clock)
-    lease = f"{store_name}:lease"
+    lease = f"{{{store_name}}}:lease"
     try:
         taken, leave = asyncio.Event(), asyncio.Event()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -21,6 +22,9 @@ from cs2cap_account import (
 from cs2cap_account.rotation import Step
 from cs2cap_account.testing import FakeCS2CapAPI, after_step
 
+if TYPE_CHECKING:
+    from redis.asyncio.lock import Lock
+
 from ._records import leaked
 from .conftest import RedisServer
 
@@ -30,7 +34,7 @@ BOUND = 10.0
 class FrozenLeaseStore(RedisKeyStore):
     """A store whose lease is never renewed, as if its process stalled while holding it."""
 
-    async def _keep_lease(self, token: str) -> None:
+    async def _keep_lease(self, lease: Lock) -> None:
         await asyncio.Event().wait()
 
 
