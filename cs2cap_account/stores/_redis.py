@@ -243,6 +243,7 @@ class RedisKeyStore:
         self._save_script: AsyncScript = self._redis.register_script(_SAVE)
         self._touch_script: AsyncScript = self._redis.register_script(_TOUCH)
         self._local = asyncio.Lock()
+        self._unreleased: Lock | None = None
         self._subscriptions: set[PubSub] = set()
         self._where = f"the Redis store {name!r}"
         self._record_where = f"the record hash {self.record_key!r} of {self._where}"
@@ -325,6 +326,8 @@ class RedisKeyStore:
         renewed or given back), the lease is released by its token before this returns.
         """
         async with self._local:
+            if self._unreleased is not None:  # a release that failed (Redis was down)
+                await _to_the_end(self._release(self._unreleased))
             lease = self._redis.lock(
                 self.lease_key, timeout=self.lease_ttl, blocking=False, thread_local=False
             )
@@ -469,15 +472,22 @@ class RedisKeyStore:
                 logger.warning("%s; trying again", exc)
 
     async def _release(self, lease: Lock) -> None:
-        """Delete the lease if it is still ours; a failure only delays the next holder."""
+        """Delete the lease if it is still ours.
+
+        A release that fails (Redis down) is tried again before this store next takes the
+        lease, so a Redis that comes back with the lease (persistence) does not make this
+        process wait out its own; other processes wait at most `lease_ttl`.
+        """
         from redis.exceptions import LockNotOwnedError
 
+        self._unreleased = None
         if lease.local.token is None:
             return  # never taken
         try:
             await self._call("release the rotation lease of", lease.release())
         except StoreError as exc:
             if not isinstance(exc.__cause__, LockNotOwnedError):
+                self._unreleased = lease
                 logger.warning("%s; it expires within %.1f s", exc, self.lease_ttl)
 
     async def _moved_from_before_the_hash_tag(self) -> bool:
