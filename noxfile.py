@@ -60,8 +60,13 @@ def soak(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks against raw aiohttp, httpx and the official SDK: prints a Markdown table.
 
+    Then what a Redis store's save costs and how fast a follower hears of it, on one
+    server, a Cluster and a Sentinel set of real redis-servers (a second table).
+
     Pass the script's options after `--`, e.g. `nox -s bench -- --quick` or
     `nox -s bench -- --only 1,2 --markdown bench.md`.
     """
     session.install(".[bench]")
     session.run("python", "tests/benchmarks/run.py", *session.posargs)
+    session.install(".[redis]")
+    session.run("python", "tests/benchmarks/redis_topologies.py")

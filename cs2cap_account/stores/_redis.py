@@ -37,7 +37,7 @@ import math
 import random
 import secrets
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
-from contextlib import asynccontextmanager, suppress
+from contextlib import aclosing, asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from cs2cap_account._arguments import check_count
@@ -378,7 +378,18 @@ class RedisKeyStore:
         restarted server) costs at most one poll interval. A subscription that breaks is
         made again, with backoff (50 ms, doubling up to `poll_interval`); polls go on
         meanwhile. A failing poll raises `StoreError`.
+
+        On a Redis Cluster the channel is an ordinary one (`PUBLISH` reaches every node),
+        followed through redis-py's cluster pub/sub.
         """
+        if self._cluster:
+            await self._call("read", self._cluster_ready())
+        async with aclosing(self._follow()) as following:
+            async for generation in following:
+                yield generation
+
+    async def _follow(self) -> AsyncGenerator[int, None]:
+        """`changes()`, once the client can subscribe."""
         from redis.exceptions import RedisError
 
         loop = asyncio.get_running_loop()
@@ -516,23 +527,37 @@ class RedisKeyStore:
         )
         return True
 
-    def _and_wait(self, script: str, args: list[Any]) -> Awaitable[list[Any]]:
+    async def _and_wait(self, script: str, args: list[Any]) -> list[Any]:
         """Run `script` on the record, then `WAIT min_replicas`, down one connection.
 
         `WAIT` counts the replicas that have every write sent on its connection, so the two
         must share one: a pipeline (on a cluster, both sent to the node of the record).
         """
+        from redis.asyncio.cluster import ClusterPipeline
+
         command = ("EVAL", script, 1, self.record_key, *args)
         wait = ("WAIT", self.min_replicas, max(1, round(self.replica_timeout * 1000)))
         pipe = self._redis.pipeline(transaction=False)
-        if self._cluster:
-            node = self._redis.get_node_from_key(self.record_key)  # type: ignore[union-attr]
+        if isinstance(pipe, ClusterPipeline):
+            cluster = await self._cluster_ready()
+            node = cluster.get_node_from_key(self.record_key)
             pipe.execute_command(*command, target_nodes=node)
             pipe.execute_command(*wait, target_nodes=node)
         else:
             pipe.execute_command(*command)
             pipe.execute_command(*wait)
-        return pipe.execute()
+        return await pipe.execute()
+
+    async def _cluster_ready(self) -> RedisCluster:
+        """The cluster client, its slot map filled in (its first command does that).
+
+        Pub/sub and a pipeline aimed at one node look a slot up in the map before
+        sending anything, so they need it filled in first.
+        """
+        from redis.asyncio.cluster import RedisCluster
+
+        assert isinstance(self._redis, RedisCluster)
+        return await self._redis.initialize()
 
     def _fenced_unless_saved(self, answer: list[Any], expected_generation: int | None) -> None:
         """Raise `StaleGenerationError` unless the save script's `answer` says it saved."""
@@ -564,7 +589,7 @@ class RedisKeyStore:
         The message is key-free and the cause chained. redis-py's own retries happen
         inside the bound, so the bound is the whole of what the caller waits.
         """
-        from redis.exceptions import RedisError
+        from redis.exceptions import RedisClusterException, RedisError
 
         try:
             return await asyncio.wait_for(command, self.timeout)
@@ -572,7 +597,7 @@ class RedisKeyStore:
             raise StoreError(
                 f"could not {action} {self._where}: no answer within {self.timeout:g} s"
             ) from exc
-        except (RedisError, OSError) as exc:
+        except (RedisError, RedisClusterException, OSError) as exc:
             detail = redact_text(str(exc)) or type(exc).__name__
             raise StoreError(f"could not {action} {self._where}: {detail}") from exc
 

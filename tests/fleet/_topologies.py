@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import attrs
-import pytest
 
 START_BOUND = 20.0
 FAILOVER_BOUND = 30.0
@@ -69,7 +68,7 @@ def _until(condition: object, bound: float, what: str) -> None:
         except (OSError, subprocess.SubprocessError):
             pass
         time.sleep(0.05)
-    pytest.fail(f"{what} within {bound:g} s", pytrace=False)
+    raise AssertionError(f"{what} within {bound:g} s")
 
 
 @attrs.define
