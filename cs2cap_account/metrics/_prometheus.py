@@ -35,14 +35,17 @@ from cs2cap_account.rotation._failure import (
 )
 from cs2cap_account.rotation._rotator import KeyRotator
 
-__all__ = ["Metrics", "instrument", "live_metrics"]
+__all__ = ["Metrics", "instrument", "live_registries"]
 
 _PREFIX: Final = "cs2cap"
-_LIVE: Final[weakref.WeakSet[Metrics]] = weakref.WeakSet()
+_LIVE: Final[weakref.WeakSet[CollectorRegistry]] = weakref.WeakSet()
 
 
-def live_metrics() -> list[Metrics]:
-    """Every `Metrics` still alive (the test suite audits their output for keys)."""
+def live_registries() -> list[CollectorRegistry]:
+    """Every registry `instrument()` registered with, still alive.
+
+    The test suite audits their exposition for keys.
+    """
     return list(_LIVE)
 
 
@@ -104,7 +107,7 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        _LIVE.add(self)
+        _LIVE.add(registry)
 
     def exposition(self) -> bytes:
         """Everything in `registry`, in the Prometheus text exposition format."""
@@ -140,6 +143,12 @@ class _RotatorMetrics:
             self.rotations.labels(reason)
         for stage in RotationStage:
             self.failures.labels(stage.value)
+
+    def watch(self, event: RotationEvent | FailureEvent) -> None:
+        if isinstance(event, RotationEvent):
+            self.rotated(event)
+        else:
+            self.troubled(event)
 
     def rotated(self, event: RotationEvent) -> None:
         self.rotations.labels(reason_label(event.reason)).inc()
@@ -221,8 +230,7 @@ def instrument(
     if rotator is not None:
         counted = _RotatorMetrics(registry)
         registry.register(_RotatorCollector(rotator))
-        rotator.on_rotate(counted.rotated)
-        rotator.on_failure(counted.troubled)
+        rotator._announcer.watchers.append(counted.watch)
     if client is not None:
         requests = _ClientMetrics(registry)
         registry.register(_ClientCollector(client))

@@ -39,6 +39,8 @@ class Announcer:
     _failure_subscribers: set[asyncio.Queue[RotationEvent | FailureEvent]] = attrs.field(
         factory=set
     )
+    # Instrumentation (metrics): called with each event once told, never fatal.
+    watchers: list[Callable[[RotationEvent | FailureEvent], None]] = attrs.field(factory=list)
 
     async def announce(self, event: RotationEvent) -> RotationEvent:
         """9. Callbacks, then `events()` subscribers; once per key id in this process."""
@@ -60,8 +62,7 @@ class Announcer:
         self._holding.last_event = event
         for queue in self._subscribers:
             queue.put_nowait(event)
-        for every in self._failure_subscribers:
-            every.put_nowait(event)
+        self._watched(event)
         logger.info(
             "root key rotated: %s -> %s (generation %d, %s)",
             event.previous_key_id,
@@ -90,8 +91,17 @@ class Announcer:
             attempts=_CALLBACK_ATTEMPTS,
             clock=self._clock,
         )
+        self._watched(event)
+
+    def _watched(self, event: RotationEvent | FailureEvent) -> None:
+        """Hand `event` to `events(failures=True)` subscribers and the watchers."""
         for queue in self._failure_subscribers:
             queue.put_nowait(event)
+        for watcher in self.watchers:
+            try:
+                watcher(event)
+            except Exception:
+                logger.exception("an instrumentation watcher raised; ignored")
 
     async def every_event(self) -> AsyncGenerator[RotationEvent | FailureEvent, None]:
         """Every new key, failure, halt and recovery from the moment iteration starts."""

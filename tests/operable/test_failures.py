@@ -31,8 +31,9 @@ from cs2cap_account import (
 )
 from cs2cap_account.rotation import FailureEvent, Step
 from cs2cap_account.rotation._failure import key_state_after, stage_after, what_to_do
-from cs2cap_account.stores._record import successor
 from cs2cap_account.testing import FakeCS2CapAPI
+
+from .conftest import put_new_key
 
 
 @pytest.mark.parametrize(
@@ -114,19 +115,6 @@ class Seen:
         """Stop following."""
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
-
-
-async def put_new_key(
-    store: MemoryKeyStore, session_client: AccountClient, clock: FakeClock
-) -> str:
-    """What an operator does after a halt: reissue with the session JWT, store the key."""
-    record = await store.load()
-    assert record is not None
-    new = await session_client.reissue_key(use_new_key=False)
-    await store.save(
-        successor(record, new.key, new.id, at=clock.now()), expected_generation=record.generation
-    )
-    return new.id
 
 
 async def test_a_lost_key_without_token_fails_halts_and_recovers_once_a_key_is_stored(
