@@ -15,9 +15,13 @@ program that needs only the errors never load aiohttp, cattrs or the rotator.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import TYPE_CHECKING, Any, Final
 
-from cs2cap_account._constants import __version__
+from cs2cap_account._constants import LOG_ENV, __version__
+
+if os.environ.get(LOG_ENV):  # CS2C_LOG=debug|info: the SDK's logs on stderr, set up once
+    importlib.import_module("cs2cap_account._logging").configure_from_env()
 
 if TYPE_CHECKING:
     from cs2cap_account._client import (
