@@ -169,7 +169,7 @@ class Observer:
             failed_at=self._clock.now(),
         )
         self.last_failure = failure
-        logger.error(
+        logger.info(
             "rotation failed at %s; the key is %s: %s",
             failure.stage.value,
             state.value,

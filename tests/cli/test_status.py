@@ -175,3 +175,42 @@ async def test_metrics_port_serves_metrics_livez_and_readyz(
     assert rest.status == 0, rest.stderr
     assert_no_plaintext(Result(0, text, head + rest.stderr), api)
     assert api.reissues == 0
+
+
+async def test_status_and_dry_run_after_a_lost_reissue(
+    fake_cs2cap: FakeCS2CapAPI, tmp_path: Path
+) -> None:
+    """After a lost reissue with no token, the store's journal is open and its key is
+    refused: `status --json` says so and is not ready, with the reasons; the dry run says
+    a check would finish the interrupted rotation. Still one reissue, the lost one.
+    """
+    api = fake_cs2cap
+    path = tmp_path / "key.json"
+    api.age_root_key(dt.timedelta(days=31))
+    api.faults.drop_after_commit("reissue_key")
+    lost = await run("rotate", "--once", *MAX_AGE, "--store", str(path), env=env_for(api))
+    assert lost.status == 7
+    env = env_for(api, use_root_key=False)
+
+    shown = await run("status", "--store", str(path), "--json", env=env)
+    assert shown.status == 0, shown.stderr
+    data = shown.json()
+    assert (data["journal_open"], data["key_authenticates"], data["ready"]) == (True, False, False)
+    assert data["not_ready"] == [f"the key in force ({data['key_id']}) does not authenticate"]
+    assert data["last_rotation"]["reason"] == "max_age"
+
+    dry = await run("rotate", "--dry-run", *MAX_AGE, "--store", str(path), env=env)
+    assert dry.status == 0, dry.stderr
+    assert "a check would finish the interrupted rotation" in dry.stdout
+    assert api.reissues == 1
+    for result in (lost, shown, dry):
+        assert_no_plaintext(result, api)
+
+
+async def test_status_of_an_empty_store_without_a_key_is_a_usage_error(
+    tmp_path: Path,
+) -> None:
+    """Nothing stored and no CS2C_API_KEY: one line, status 2."""
+    result = await run("status", "--store", str(tmp_path / "none.json"), env=env_for(None))
+    assert result.status == 2
+    assert "the store holds no key yet" in result.error_line
