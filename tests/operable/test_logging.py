@@ -115,3 +115,29 @@ def test_formatters_redact_and_json_is_one_line() -> None:
     assert "ValueError" in entry["exc_info"]
     for text in (line, RedactingFormatter("%(message)s").format(record)):
         assert key not in text
+
+
+def test_configure_from_env_adds_one_handler_at_the_level_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In this process: `CS2C_LOG=info` puts one redacting handler on the SDK's logger at
+    INFO, once however often it is called; unset, it does nothing.
+    """
+    from cs2cap_account._logging import configure_from_env, env_handlers
+
+    sdk = logging.getLogger("cs2cap_account")
+    level = sdk.level
+    monkeypatch.delenv("CS2C_LOG", raising=False)
+    configure_from_env()
+    assert env_handlers(sdk) == []
+    monkeypatch.setenv("CS2C_LOG", "INFO")
+    try:
+        configure_from_env()
+        configure_from_env()
+        (handler,) = env_handlers(sdk)
+        assert isinstance(handler.formatter, RedactingFormatter)
+        assert sdk.level == logging.INFO
+    finally:
+        for handler in env_handlers(sdk):
+            sdk.removeHandler(handler)
+        sdk.setLevel(level)

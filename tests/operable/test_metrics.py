@@ -241,3 +241,25 @@ async def test_instrument_and_serve_validate_their_arguments(fake_client: Accoun
         instrument(client=fake_client, registry={})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="port"):
         await serve(KeyRotator(fake_client), port=70_000)
+
+
+async def test_serve_on_a_port_in_use_fails_and_cleans_up(
+    served: Served, fake_client: AccountClient
+) -> None:
+    """A second server on the same port raises OSError; the first keeps answering."""
+    with pytest.raises(OSError):  # noqa: PT011 - the OS's own error, whatever its errno
+        await serve(served.rotator, host="127.0.0.1", port=served.server.port)
+    async with served.http.get(served.server.url + "/livez") as resp:
+        assert resp.status == 200
+
+
+def test_health_app_and_the_metrics_package_refuse_what_they_do_not_know() -> None:
+    """A non-rotator is a TypeError; an unknown name of the package an AttributeError."""
+    from cs2cap_account import metrics
+    from cs2cap_account.metrics import health_app
+
+    with pytest.raises(TypeError):
+        health_app("rotator")  # type: ignore[arg-type]
+    with pytest.raises(AttributeError):
+        _ = metrics.nothing_here
+    assert {"instrument", "trace", "serve"} <= set(dir(metrics))

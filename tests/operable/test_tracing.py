@@ -100,3 +100,37 @@ async def test_trace_validates_its_arguments(fake_client: AccountClient) -> None
         trace(rotator=fake_client)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         trace(client="client")  # type: ignore[arg-type]
+
+
+async def test_steps_finished_by_a_catch_up_make_no_orphan_spans(
+    fake: FakeCS2CapAPI,
+    fake_client: AccountClient,
+    store: MemoryKeyStore,
+    spans: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
+    """A rotation stopped after its save is finished by the next check (a catch-up, not a
+    rotation): its steps make no step spans outside a rotation's span.
+    """
+    from cs2cap_account.testing import after_step
+
+    provider, exporter = spans
+    rotator = KeyRotator(fake_client, store=store)
+    trace(rotator=rotator, tracer_provider=provider)
+
+    class Stop(Exception):
+        pass
+
+    async def stop_after_save(step: object) -> None:
+        if step == "saved":
+            raise Stop
+
+    remove = after_step(rotator, stop_after_save)
+    try:
+        with pytest.raises(Stop):
+            await rotator.rotate_now()
+    finally:
+        remove()
+    exporter.clear()
+    event = await rotator.check()
+    assert event is not None and event.generation == 2
+    assert exporter.get_finished_spans() == ()
