@@ -98,7 +98,6 @@ async def serve(
     except BaseException:
         await runner.cleanup()
         raise
-    server = site._server
-    sockets = getattr(server, "sockets", None) or ()
-    bound = sockets[0].getsockname()[1] if sockets else port
+    addresses = runner.addresses  # (host, port, ...) of each listening socket
+    bound = int(addresses[0][1]) if addresses else port
     return HealthServer(runner, host, bound)
