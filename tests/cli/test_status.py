@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import re
 import signal
+import socket
 from pathlib import Path
 
 import aiohttp
@@ -214,3 +215,35 @@ async def test_status_of_an_empty_store_without_a_key_is_a_usage_error(
     result = await run("status", "--store", str(tmp_path / "none.json"), env=env_for(None))
     assert result.status == 2
     assert "the store holds no key yet" in result.error_line
+
+
+async def test_metrics_port_in_use_is_a_usage_error(
+    fake_cs2cap: FakeCS2CapAPI, tmp_path: Path
+) -> None:
+    """A --metrics-port something else listens on: one line naming it, status 2, and no
+    check was made.
+    """
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = await run(
+            "rotate", "--once", *MAX_AGE, "--store", str(tmp_path / "key.json"),
+            "--metrics-port", str(port), "--metrics-host", "127.0.0.1",
+            env=env_for(fake_cs2cap),
+        )  # fmt: skip
+    assert result.status == 2
+    assert f"--metrics-port: cannot listen on 127.0.0.1:{port}" in result.error_line
+    assert fake_cs2cap.reissues == 0
+
+
+async def test_cs2c_log_and_the_commands_own_logging_write_each_line_once(
+    fake_cs2cap: FakeCS2CapAPI,
+) -> None:
+    """`CS2C_LOG=debug` with a command: the SDK's DEBUG lines appear, each once (the
+    command's handler stands in for CS2C_LOG's), and hold no key.
+    """
+    result = await run("key", "show", env=env_for(fake_cs2cap, CS2C_LOG="debug"))
+    assert result.status == 0, result.stderr
+    assert result.stderr.count("GET /account/key -> 200") == 1
+    assert_no_plaintext(result, fake_cs2cap)
