@@ -5,7 +5,8 @@
 - `GET /livez`: 200 while the process runs;
 - `GET /readyz`: 200 when the key in force is known and authenticates, the store can be
   read and nothing is halted (`RotatorStatus.ready`); 503 otherwise, with a JSON body
-  listing why (`{"ready": false, "reasons": [...]}`).
+  listing why (`{"ready": false, "reasons": [...]}`). A key nothing has tried yet (one
+  adopted from the store since the last check) is tried once (`status(verify=True)`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def health_app(rotator: KeyRotator, registry: CollectorRegistry | None = None) -
         return web.json_response({"live": True})
 
     async def readyz(_: web.Request) -> web.Response:
-        status = await rotator.status()
+        status = await rotator.status(verify=True)
         reasons = [redact_text(reason) for reason in not_ready(status)]
         body: dict[str, object] = {
             "ready": not reasons,

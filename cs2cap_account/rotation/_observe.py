@@ -19,9 +19,10 @@ from typing import Final
 
 import attrs
 
+from cs2cap_account._client import AccountClient
 from cs2cap_account._clock import Clock
 from cs2cap_account._models import KeyInfo
-from cs2cap_account.errors import AuthenticationError, RotationError
+from cs2cap_account.errors import AuthenticationError, CS2CapError, RotationError
 from cs2cap_account.rotation._announce import Announcer
 from cs2cap_account.rotation._event import RotationEvent
 from cs2cap_account.rotation._failure import (
@@ -88,6 +89,7 @@ class _Seen:
 class Observer:
     """What one rotator's checks and rotations saw, and who is told about its troubles."""
 
+    _client: AccountClient
     _holding: Holding
     _store: KeyStore
     _announcer: Announcer
@@ -257,6 +259,24 @@ class Observer:
         if seen is None or seen.info.id != self._holding.key_id:
             return None
         return seen
+
+    async def verify(self) -> None:
+        """Ask the API whether the key in force authenticates, if nothing has told yet.
+
+        One `GET /account/key` with it, the first time only: a key adopted from the store
+        (another process rotated) is unknown here until a call made with it answers.
+        """
+        key_id = self._holding.key_id
+        if key_id is None or key_id in self._authenticated:
+            return
+        try:
+            info = await self._client.get_key(key=self._holding.key)
+        except AuthenticationError:
+            self._authenticated[key_id] = False
+        except CS2CapError:
+            return  # no answer: still unknown
+        else:
+            self._authenticated[info.id] = True
 
     async def status(self, sinks: Mapping[str, int | None]) -> RotatorStatus:
         """A snapshot now, reading the store once."""

@@ -161,6 +161,7 @@ class KeyRotator:
         self._loop_task: asyncio.Task[None] | None = None
         client.on_unauthorized(self._after_refusal)
         self._observer = Observer(
+            client,
             self._holding,
             self._store,
             self._announcer,
@@ -216,12 +217,16 @@ class KeyRotator:
         self._announcer.failure_callbacks.append(callback)
         return callback
 
-    async def status(self) -> RotatorStatus:
+    async def status(self, *, verify: bool = False) -> RotatorStatus:
         """A snapshot of this rotator: the key in force, the schedule, troubles, the store.
 
-        Reads the store once (for `store_reachable`, `journal_open`, `kept_aside`); makes
-        no API call and never rotates. See `RotatorStatus`.
+        Reads the store once (for `store_reachable`, `journal_open`, `kept_aside`) and
+        never rotates. It makes no API call, unless `verify` is true and nothing has told
+        yet whether the key in force authenticates (a key adopted from the store since the
+        last check): then one `GET /account/key` with it, once per key. See `RotatorStatus`.
         """
+        if checked_flag(verify, "verify"):
+            await self._observer.verify()
         publisher = getattr(self, "_publisher", None)  # the sinks' publisher, when there are sinks
         sinks = {} if publisher is None else publisher.published()
         return await self._observer.status(sinks)

@@ -28,7 +28,7 @@ from cs2cap_account.metrics import HealthServer, instrument, serve
 from cs2cap_account.metrics._labels import reason_label, route_of
 from cs2cap_account.testing import FakeCS2CapAPI
 
-from .conftest import put_new_key
+from .conftest import FAKE_BASE_URL, put_new_key
 
 Samples = Mapping[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -263,3 +263,37 @@ def test_health_app_and_the_metrics_package_refuse_what_they_do_not_know() -> No
     with pytest.raises(AttributeError):
         _ = metrics.nothing_here
     assert {"instrument", "trace", "serve"} <= set(dir(metrics))
+
+
+async def test_a_key_adopted_from_the_store_is_tried_once_by_readyz(
+    served: Served,
+    fake: FakeCS2CapAPI,
+    fake_client: AccountClient,
+    store: MemoryKeyStore,
+    clock: FakeClock,
+) -> None:
+    """Another process rotates; this rotator adopts the new key from the store (as it
+    follows the store): `status()` cannot tell yet whether it authenticates, and makes no
+    call; `/readyz` tries it once (`status(verify=True)`) and is ready.
+    """
+    await served.rotator.check()
+    async with AccountClient(
+        fake.root_key,
+        base_url=FAKE_BASE_URL,
+        transport=fake.transport(clock=clock),
+        clock=clock,
+    ) as other_client:
+        other = KeyRotator(other_client, store=store)
+        event = await other.rotate_now()
+    await served.rotator._catch_up.catch_up()  # what following the store's changes does
+    calls = sum(fake.requests.values())
+    adopted = await served.rotator.status()
+    assert (adopted.key_id, adopted.key_authenticates, adopted.ready) == (
+        event.key_id,
+        None,
+        False,
+    )
+    assert sum(fake.requests.values()) == calls, "status() made no call"
+    status, body = await served.ready()
+    assert (status, body["key_id"]) == (200, event.key_id)
+    assert (await served.rotator.status()).key_authenticates is True
