@@ -75,7 +75,7 @@ def run_command(
         except (CS2CapError, UsageError, Declined) as exc:
             return _fail(exc, exit_status_for(exc), as_json=as_json)
         except (KeyboardInterrupt, asyncio.CancelledError):
-            print(f"{PROG}: interrupted", file=sys.stderr)
+            _error_line("interrupted", ExitStatus.INTERRUPTED, as_json=as_json, prefix="")
             return ExitStatus.INTERRUPTED
         except Exception as exc:  # a bug: still one line, the details with --verbose
             logging.getLogger("cs2cap_account.cli").debug("unexpected error", exc_info=True)
@@ -96,13 +96,17 @@ def _fail(
             f" (from here: set {SESSION_TOKEN_ENV} and run "
             f"`{PROG} key reissue`, with --store PATH to save the key)"
         )
-    text = redact_text(" ".join(message.split()))
+    _error_line(redact_text(" ".join(message.split())), status, as_json=as_json)
+    return status
+
+
+def _error_line(text: str, status: ExitStatus, *, as_json: bool, prefix: str = "error: ") -> None:
+    """The one line a failed command ends with, on stderr: text, or a JSON object."""
     if as_json:
         entry = {"level": "ERROR", "logger": PROG, "message": text, "exit_status": int(status)}
         print(json.dumps(entry), file=sys.stderr)
     else:
-        print(f"{PROG}: error: {text}", file=sys.stderr)
-    return status
+        print(f"{PROG}: {prefix}{text}", file=sys.stderr)
 
 
 @contextlib.contextmanager
