@@ -95,7 +95,6 @@ class Observer:
     _announcer: Announcer
     _recovery: Recovery
     _clock: Clock
-    _server_date: Callable[[], dt.datetime | None]
     _max_age: dt.timedelta | None
     _before_expiry: dt.timedelta | None
     around: list[Around] = attrs.field(factory=list)
@@ -118,7 +117,9 @@ class Observer:
 
     def saw(self, info: KeyInfo, *, created_at: dt.datetime, due_reason: str | None) -> None:
         """A check read the key in force from the server (so it authenticates)."""
-        self._seen = _Seen(info, created_at, self._server_date(), self._clock.now(), due_reason)
+        self._seen = _Seen(
+            info, created_at, self._client.server_date, self._clock.now(), due_reason
+        )
         self._authenticated[info.id] = True
 
     @contextlib.contextmanager

@@ -167,7 +167,6 @@ class KeyRotator:
             self._announcer,
             self._recovery,
             self._clock,
-            lambda: client.server_date,
             self._max_age,
             self._before_expiry,
         )
