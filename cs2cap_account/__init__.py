@@ -15,9 +15,13 @@ program that needs only the errors never load aiohttp, cattrs or the rotator.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import TYPE_CHECKING, Any, Final
 
-from cs2cap_account._constants import __version__
+from cs2cap_account._constants import LOG_ENV, __version__
+
+if os.environ.get(LOG_ENV):  # CS2C_LOG=debug|info: the SDK's logs on stderr, set up once
+    importlib.import_module("cs2cap_account._logging").configure_from_env()
 
 if TYPE_CHECKING:
     from cs2cap_account._client import (
@@ -73,8 +77,18 @@ if TYPE_CHECKING:
     )
     from cs2cap_account.rotation import (
         CallbackFailure,
+        FailureEvent,
         KeyRotator,
+        KeyState,
+        LastCheck,
+        LastFailure,
+        LastRotation,
         RotationEvent,
+        RotationFailed,
+        RotationHalted,
+        RotationRecovered,
+        RotationStage,
+        RotatorStatus,
     )
     from cs2cap_account.stores import (
         FileKeyStore,
@@ -97,6 +111,7 @@ _LAZY: Final[dict[str, str]] = {
     "Clock": "cs2cap_account._clock",
     "ConflictError": "cs2cap_account.errors",
     "CreatedSubKey": "cs2cap_account._models",
+    "FailureEvent": "cs2cap_account.rotation",
     "FakeClock": "cs2cap_account._clock",
     "FileKeyStore": "cs2cap_account.stores",
     "Hooks": "cs2cap_account._session",
@@ -105,7 +120,11 @@ _LAZY: Final[dict[str, str]] = {
     "KeyLostError": "cs2cap_account.errors",
     "KeyRecord": "cs2cap_account.stores",
     "KeyRotator": "cs2cap_account.rotation",
+    "KeyState": "cs2cap_account.rotation",
     "KeyStore": "cs2cap_account.stores",
+    "LastCheck": "cs2cap_account.rotation",
+    "LastFailure": "cs2cap_account.rotation",
+    "LastRotation": "cs2cap_account.rotation",
     "MalformedResponseError": "cs2cap_account.errors",
     "MemoryKeyStore": "cs2cap_account.stores",
     "NotFoundError": "cs2cap_account.errors",
@@ -123,6 +142,11 @@ _LAZY: Final[dict[str, str]] = {
     "RevokedSubKey": "cs2cap_account._models",
     "RotationError": "cs2cap_account.errors",
     "RotationEvent": "cs2cap_account.rotation",
+    "RotationFailed": "cs2cap_account.rotation",
+    "RotationHalted": "cs2cap_account.rotation",
+    "RotationRecovered": "cs2cap_account.rotation",
+    "RotationStage": "cs2cap_account.rotation",
+    "RotatorStatus": "cs2cap_account.rotation",
     "SecretKey": "cs2cap_account._secret",
     "StaleGenerationError": "cs2cap_account.errors",
     "StoreError": "cs2cap_account.errors",
@@ -147,6 +171,7 @@ __all__ = [
     "Clock",
     "ConflictError",
     "CreatedSubKey",
+    "FailureEvent",
     "FakeClock",
     "FileKeyStore",
     "Hooks",
@@ -155,7 +180,11 @@ __all__ = [
     "KeyLostError",
     "KeyRecord",
     "KeyRotator",
+    "KeyState",
     "KeyStore",
+    "LastCheck",
+    "LastFailure",
+    "LastRotation",
     "MalformedResponseError",
     "MemoryKeyStore",
     "NotFoundError",
@@ -173,6 +202,11 @@ __all__ = [
     "RevokedSubKey",
     "RotationError",
     "RotationEvent",
+    "RotationFailed",
+    "RotationHalted",
+    "RotationRecovered",
+    "RotationStage",
+    "RotatorStatus",
     "SecretKey",
     "StaleGenerationError",
     "StoreError",

@@ -13,6 +13,7 @@ __all__ = [
     "API_KEY_ENV",
     "BASE_URL_ENV",
     "DEFAULT_BASE_URL",
+    "LOG_ENV",
     "SESSION_TOKEN_ENV",
     "USER_AGENT",
     "__version__",
@@ -26,6 +27,8 @@ API_KEY_ENV: Final = "CS2C_API_KEY"
 SESSION_TOKEN_ENV: Final = "CS2C_SESSION_TOKEN"  # noqa: S105 - a variable name
 #: The API's base URL, when none is passed.
 BASE_URL_ENV: Final = "CS2C_API_BASE"
+#: `debug` or `info`: the SDK's logs on stderr, for any program (like `OPENAI_LOG`).
+LOG_ENV: Final = "CS2C_LOG"
 
 DEFAULT_BASE_URL: Final = "https://api.cs2c.app/v1"
 USER_AGENT: Final = f"cs2cap-account/{__version__}"

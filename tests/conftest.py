@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from _pytest.reports import TestReport
+from operable._audit import audit_metrics, audit_spans
 from reliability._hygiene import KeyAudit, LeakHandler
 from reliability._profile import STATS
 
@@ -131,7 +132,8 @@ def _no_key_leaks(request: pytest.FixtureRequest) -> Iterator[KeyAudit]:
     """Fail the test if a plaintext key issued by any `FakeCS2CapAPI` shows up in a log
     record (every record, DEBUG and up, via a handler on the root logger), an exception
     raised out of the test or caught by `pytest.raises` (its text, and the locals of its
-    frames as a reporter capturing locals would show them), or the captured stdout/stderr.
+    frames as a reporter capturing locals would show them), the captured stdout/stderr,
+    a span ended (OpenTelemetry's SDK) or a metrics exposition (`operable/_audit.py`).
     The verdict is given in `pytest_runtest_makereport`, phase by phase.
     """
     with tracking_fakes() as fakes, pytest.MonkeyPatch.context() as patch:
@@ -140,6 +142,7 @@ def _no_key_leaks(request: pytest.FixtureRequest) -> Iterator[KeyAudit]:
         request.node.stash[_AUDIT] = audit
         for cls, exit_ in _raises_classes():
             patch.setattr(cls, "__exit__", _auditing_exit(audit, exit_))
+        audit_spans(audit, patch)  # every span ended, and (below) every metrics exposition
         root = logging.getLogger()
         level = root.level
         root.addHandler(audit.handler)
@@ -147,6 +150,7 @@ def _no_key_leaks(request: pytest.FixtureRequest) -> Iterator[KeyAudit]:
         try:
             yield audit
         finally:
+            audit_metrics(audit)
             root.removeHandler(audit.handler)
             root.setLevel(level)
             audit.handler.flush()

@@ -6,6 +6,8 @@ One subparser per command; each leaf sets `run`, a function returning the exit s
     cs2cap-account key reissue [--store PATH] [--yes] [--json]
     cs2cap-account rotate --max-age 30d [--before-expiry 7d] (--store PATH | --redis URL)
                           [--recovery-token-env VAR] [--check-interval SECONDS] [--once]
+                          [--dry-run] [--metrics-port PORT] [--log-format text|json]
+    cs2cap-account status (--store PATH | --redis URL) [--max-age 30d] [--json]
     cs2cap-account sub-keys list|create|get|update|delete|reissue ... [--json]
     cs2cap-account mock-server [--host 127.0.0.1] [--port 8765] [--tier quant] ...
     cs2cap-account demo
@@ -133,6 +135,14 @@ _positive_int = _int_at_least(1)
 _count = _int_at_least(0)
 
 
+def _port(text: str) -> int:
+    """A TCP port: 0 (any free one) to 65535."""
+    port = _count(text)
+    if port > 65_535:
+        raise argparse.ArgumentTypeError(f"a port is at most 65535, got {port}")
+    return port
+
+
 # -- the parser ------------------------------------------------------------------------------
 
 
@@ -207,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     top = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_key(top)
     _add_rotate(top)
+    _add_status(top)
     _add_sub_keys(top)
     _add_mock_server(top)
     demo = _command(
@@ -310,8 +321,59 @@ def _add_rotate(top: Any) -> None:
         "without it, a rotation revokes them for good",
     )
     rotate.add_argument("--once", action="store_true", help="check (and rotate if due) once")
+    rotate.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="say whether a check would rotate now, why, and when the key is next due; "
+        "reissue nothing and write nothing",
+    )
+    rotate.add_argument(
+        "--metrics-port",
+        type=_port,
+        metavar="PORT",
+        help="serve /metrics (Prometheus), /livez and /readyz on this port, 0 for any free "
+        'one (pip install "cs2cap-account[prometheus]")',
+    )
+    rotate.add_argument(
+        "--metrics-host",
+        default="0.0.0.0",  # noqa: S104 - probes and scrapers reach a pod on its own address
+        metavar="HOST",
+        help="address for --metrics-port to bind (default: %(default)s)",
+    )
+    rotate.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="text lines, or one JSON object per line on stdout and stderr (default: %(default)s)",
+    )
     _api_options(rotate, json_output=False)
     rotate.set_defaults(run=_later("_rotate", "rotate", log_level="INFO"))
+
+
+def _add_status(top: Any) -> None:
+    status = _command(
+        top,
+        "status",
+        help="show the stored root key and its schedule (read-only)",
+        description="Show what the store holds (generation, key id, an open journal, keys "
+        "kept aside) and what the API says of the stored key (whether it authenticates, "
+        "its age, its expiry); with --max-age or --before-expiry, when it falls due. "
+        "Reads only: nothing is reissued or written.",
+    )
+    where = status.add_mutually_exclusive_group(required=True)
+    where.add_argument("--store", metavar="PATH", help="the key file (FileKeyStore)")
+    where.add_argument("--redis", metavar="URL", help="the key in Redis (RedisKeyStore)")
+    status.add_argument(
+        "--max-age", type=parse_duration, metavar="DURATION", help="the rotator's --max-age"
+    )
+    status.add_argument(
+        "--before-expiry",
+        type=parse_duration,
+        metavar="DURATION",
+        help="the rotator's --before-expiry",
+    )
+    _api_options(status)
+    status.set_defaults(run=_later("_status", "status"))
 
 
 def _add_sub_keys(top: Any) -> None:

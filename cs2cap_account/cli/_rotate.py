@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
+import json
 import logging
+from collections.abc import AsyncIterator
 from typing import Final, TextIO
 
 from cs2cap_account._client import AccountClient
@@ -35,6 +38,8 @@ async def rotate(args: argparse.Namespace, out: TextIO) -> int:
         raise UsageError("rotate needs --max-age or --before-expiry (or both)")
     store = open_store(args)
     try:
+        if args.dry_run:
+            return await _dry_run(args, store, out)
         record = await store.load()
         key = api_key(args) or (record.key if record is not None else None)
         if key is None:
@@ -55,18 +60,58 @@ async def rotate(args: argparse.Namespace, out: TextIO) -> int:
             )
 
             def report(event: RotationEvent) -> None:
-                _report_rotation(event, store, out)
+                _report_rotation(event, store, out, as_json=args.log_format == "json")
 
             rotator.on_rotate(report)
             with stop_on_signals() as stop:
                 try:
-                    if args.once:
-                        return await _check_once(rotator, client, args, stop, out)
-                    return await _run_until_stopped(rotator, args, stop)
+                    async with _serving_metrics(rotator, client, args):
+                        if args.once:
+                            return await _check_once(rotator, client, args, stop, out)
+                        return await _run_until_stopped(rotator, args, stop)
                 finally:
                     await rotator.stop()
     finally:
         await store.aclose()
+
+
+async def _dry_run(args: argparse.Namespace, store: KeyStore, out: TextIO) -> int:
+    """`--dry-run`: what a check would do now, read-only (see `_status`)."""
+    from cs2cap_account.cli._status import print_dry_run, snapshot
+
+    snap = await snapshot(args, store, max_age=args.max_age, before_expiry=args.before_expiry)
+    print_dry_run(snap, out, as_json=args.log_format == "json")
+    return 0
+
+
+@contextlib.asynccontextmanager
+async def _serving_metrics(
+    rotator: KeyRotator, client: AccountClient, args: argparse.Namespace
+) -> AsyncIterator[None]:
+    """With `--metrics-port`: serve /metrics, /livez and /readyz while the block runs."""
+    if args.metrics_port is None:
+        yield
+        return
+    try:
+        from prometheus_client import CollectorRegistry
+
+        from cs2cap_account.metrics import instrument, serve
+    except ImportError:
+        raise UsageError(
+            '--metrics-port needs the Prometheus extra: pip install "cs2cap-account[prometheus]"'
+        ) from None
+    registry = CollectorRegistry()
+    instrument(rotator=rotator, client=client, registry=registry)
+    try:
+        server = await serve(rotator, registry, host=args.metrics_host, port=args.metrics_port)
+    except OSError as exc:
+        raise UsageError(f"--metrics-port: cannot listen on {args.metrics_host}:"
+                         f"{args.metrics_port} ({exc.strerror or exc})") from None  # fmt: skip
+    logger.info("serving /metrics, /livez and /readyz on %s", server.url)
+    try:
+        yield
+    finally:
+        await server.aclose()
 
 
 async def _check_once(
@@ -82,7 +127,10 @@ async def _check_once(
         return 0
     if event is None:
         info = await client.get_key()
-        print(_not_due(info, client.clock.now(), args), file=out, flush=True)
+        line = _not_due(info, client.clock.now(), args)
+        if args.log_format == "json":
+            line = json.dumps({"event": "not_due", "key_id": info.id, "message": line})
+        print(line, file=out, flush=True)
     return 0
 
 
@@ -118,8 +166,27 @@ async def _run_until_stopped(
     return 0
 
 
-def _report_rotation(event: RotationEvent, store: KeyStore, out: TextIO) -> None:
-    """Print one line per new key (redacted), for the log of a long-running `rotate`."""
+def _report_rotation(
+    event: RotationEvent, store: KeyStore, out: TextIO, *, as_json: bool = False
+) -> None:
+    """Print one line per new key (redacted), for the log of a long-running `rotate`.
+
+    With `as_json`, the line is one JSON object: the event's ids, generation and reason.
+    """
+    if as_json:
+        entry = {
+            "event": "rotated",
+            "reason": event.reason,
+            "key_id": event.key_id,
+            "previous_key_id": event.previous_key_id,
+            "generation": event.generation,
+            "rotated_at": event.rotated_at.isoformat(),
+            "new_key": event.new_key.redacted,
+            "sub_keys": sorted(event.sub_keys),
+            "sub_key_errors": sorted(event.sub_key_errors),
+        }
+        print(json.dumps(entry), file=out, flush=True)
+        return
     if event.reason == "adopted":  # another process (or `key reissue --store`) rotated
         line = (
             f"{event.rotated_at.isoformat()} adopted the root key {event.key_id} "

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator
-from typing import Final
+from collections.abc import AsyncGenerator, Callable
+from typing import Any, Final, cast
 
 import attrs
 
 from cs2cap_account._clock import Clock
 from cs2cap_account.rotation._callbacks import Callback, run_callbacks
 from cs2cap_account.rotation._event import RotationEvent
+from cs2cap_account.rotation._failure import FailureEvent
 from cs2cap_account.rotation._holding import Holding
 
 __all__ = ["Announcer"]
@@ -34,6 +35,12 @@ class Announcer:
     _timeout: float
     callbacks: list[Callback] = attrs.field(factory=list)
     _subscribers: set[asyncio.Queue[RotationEvent]] = attrs.field(factory=set)
+    failure_callbacks: list[Callable[[FailureEvent], object]] = attrs.field(factory=list)
+    _failure_subscribers: set[asyncio.Queue[RotationEvent | FailureEvent]] = attrs.field(
+        factory=set
+    )
+    # Instrumentation (metrics): called with each event once told, never fatal.
+    watchers: list[Callable[[RotationEvent | FailureEvent], None]] = attrs.field(factory=list)
 
     async def announce(self, event: RotationEvent) -> RotationEvent:
         """9. Callbacks, then `events()` subscribers; once per key id in this process."""
@@ -55,6 +62,7 @@ class Announcer:
         self._holding.last_event = event
         for queue in self._subscribers:
             queue.put_nowait(event)
+        self._watched(event)
         logger.info(
             "root key rotated: %s -> %s (generation %d, %s)",
             event.previous_key_id,
@@ -73,3 +81,34 @@ class Announcer:
                 yield await queue.get()
         finally:
             self._subscribers.discard(queue)
+
+    async def tell(self, event: FailureEvent) -> None:
+        """A failure, halt or recovery: `on_failure` callbacks, then `events(failures=True)`."""
+        await run_callbacks(
+            cast("list[Callback]", self.failure_callbacks),
+            cast("Any", event),
+            timeout=self._timeout,
+            attempts=_CALLBACK_ATTEMPTS,
+            clock=self._clock,
+        )
+        self._watched(event)
+
+    def _watched(self, event: RotationEvent | FailureEvent) -> None:
+        """Hand `event` to `events(failures=True)` subscribers and the watchers."""
+        for queue in self._failure_subscribers:
+            queue.put_nowait(event)
+        for watcher in self.watchers:
+            try:
+                watcher(event)
+            except Exception:
+                logger.exception("an instrumentation watcher raised; ignored")
+
+    async def every_event(self) -> AsyncGenerator[RotationEvent | FailureEvent, None]:
+        """Every new key, failure, halt and recovery from the moment iteration starts."""
+        queue: asyncio.Queue[RotationEvent | FailureEvent] = asyncio.Queue()
+        self._failure_subscribers.add(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._failure_subscribers.discard(queue)

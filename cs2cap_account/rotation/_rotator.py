@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Literal, overload
 
 import attrs
 
@@ -42,11 +43,14 @@ from cs2cap_account.rotation._arguments import (
 from cs2cap_account.rotation._callbacks import Callback
 from cs2cap_account.rotation._catch_up import CatchUp
 from cs2cap_account.rotation._event import RotationEvent
+from cs2cap_account.rotation._failure import FailureEvent
 from cs2cap_account.rotation._holding import Holding
 from cs2cap_account.rotation._loops import follow, schedule
+from cs2cap_account.rotation._observe import Observer
 from cs2cap_account.rotation._protocol import Protocol, key_expired
 from cs2cap_account.rotation._recovery import Recovery
 from cs2cap_account.rotation._schedule import due
+from cs2cap_account.rotation._status import RotatorStatus
 from cs2cap_account.rotation._steps import StepHooks
 from cs2cap_account.rotation._store_io import StoreIO
 from cs2cap_account.rotation._tasks import Background, finish_even_if_cancelled
@@ -59,6 +63,25 @@ if TYPE_CHECKING:
 __all__ = ["KeyRotator"]
 
 logger: Final = logging.getLogger("cs2cap_account.rotation")
+
+
+def _observed(
+    check: Callable[[KeyRotator], Awaitable[RotationEvent | None]],
+) -> Callable[[KeyRotator], Awaitable[RotationEvent | None]]:
+    """Record each check's outcome for `status()`, and report its failure (`on_failure`)."""
+
+    @functools.wraps(check)
+    async def observed(self: KeyRotator) -> RotationEvent | None:
+        self._observer.check_started()
+        try:
+            event = await check(self)
+        except Exception as exc:
+            await self._observer.check_failed(exc)
+            raise
+        await self._observer.check_ended(event)
+        return event
+
+    return observed
 
 
 class KeyRotator:
@@ -138,6 +161,17 @@ class KeyRotator:
         self._inflight: asyncio.Task[RotationEvent] | None = None
         self._loop_task: asyncio.Task[None] | None = None
         client.on_unauthorized(self._after_refusal)
+        self._observer = Observer(
+            client,
+            self._holding,
+            self._store,
+            self._announcer,
+            self._recovery,
+            self._clock,
+            self._max_age,
+            self._before_expiry,
+        )
+        self._steps.add(self._observer.passed)
 
     def __repr__(self) -> str:
         if not hasattr(self, "_holding"):  # a half-built rotator, shown in captured locals
@@ -170,6 +204,33 @@ class KeyRotator:
         """How many lost reissues this rotator recovered with the recovery token."""
         return self._recovery.recoveries
 
+    def on_failure(self, callback: Callable[[FailureEvent], object]) -> Callable[..., object]:
+        """Register `callback(event)`, sync or async, for every failure, halt and recovery.
+
+        Usable as a decorator. `event` is a `RotationFailed` (a check or rotation failed:
+        its stage, the key's state afterwards, the error, what to do), a `RotationHalted`
+        (a key was lost and there is no recovery token) or a `RotationRecovered` (a lost
+        key replaced, or a halt lifted). Run like `on_rotate` callbacks: concurrently,
+        within `callback_timeout`, retried; a failing one is logged and never fatal.
+        """
+        checked_callback(callback)
+        self._announcer.failure_callbacks.append(callback)
+        return callback
+
+    async def status(self, *, verify: bool = False) -> RotatorStatus:
+        """A snapshot of this rotator: the key in force, the schedule, troubles, the store.
+
+        Reads the store once (for `store_reachable`, `journal_open`, `kept_aside`) and
+        never rotates. It makes no API call, unless `verify` is true and nothing has told
+        yet whether the key in force authenticates (a key adopted from the store since the
+        last check): then one `GET /account/key` with it, once per key. See `RotatorStatus`.
+        """
+        if checked_flag(verify, "verify"):
+            await self._observer.verify()
+        publisher = getattr(self, "_publisher", None)  # the sinks' publisher, when there are sinks
+        sinks = {} if publisher is None else publisher.published()
+        return await self._observer.status(sinks)
+
     async def rotate_now(self, reason: str = "manual") -> RotationEvent:
         """Rotate away from the key this process holds, and return the event.
 
@@ -182,13 +243,34 @@ class KeyRotator:
         """
         reason = checked_reason(reason)
         if self._inflight is None:
-            task = asyncio.ensure_future(self._rotate(reason, self.current_key))
+            task = asyncio.ensure_future(self._rotate_observed(reason, self.current_key))
             task.add_done_callback(self._rotation_done)
             self._inflight = task
         return await asyncio.shield(self._inflight)
 
-    def events(self) -> AsyncGenerator[RotationEvent, None]:
-        """Every `RotationEvent` from the moment iteration starts, as it is announced."""
+    @overload
+    def events(
+        self, *, failures: Literal[False] = False
+    ) -> AsyncGenerator[RotationEvent, None]: ...
+
+    @overload
+    def events(
+        self, *, failures: Literal[True]
+    ) -> AsyncGenerator[RotationEvent | FailureEvent, None]: ...
+
+    @overload
+    def events(self, *, failures: bool) -> AsyncGenerator[RotationEvent | FailureEvent, None]: ...
+
+    def events(
+        self, *, failures: bool = False
+    ) -> AsyncGenerator[RotationEvent, None] | AsyncGenerator[RotationEvent | FailureEvent, None]:
+        """Every `RotationEvent` from the moment iteration starts, as it is announced.
+
+        With `failures=True`, every `RotationFailed`, `RotationHalted` and
+        `RotationRecovered` too, in order with the new keys (see `on_failure`).
+        """
+        if checked_flag(failures, "failures"):
+            return self._announcer.every_event()
         return self._announcer.events()
 
     async def run(self) -> None:
@@ -252,6 +334,7 @@ class KeyRotator:
 
         attach(self, app)
 
+    @_observed
     async def check(self) -> RotationEvent | None:
         """One scheduled check: catch up with the store, then rotate if the key is due.
 
@@ -299,6 +382,7 @@ class KeyRotator:
             held_for=None if held_for is None else dt.timedelta(seconds=held_for),
             first_seen_at=seen.first_seen_at,
         )
+        self._observer.saw(info, created_at=verdict.created_at, due_reason=verdict.reason)
         if verdict.created_in_future and seen.first_seen_at is None:
             logger.warning(
                 "the root key %s was created at %s by the server's account, which is in the "
@@ -308,6 +392,17 @@ class KeyRotator:
             )
             self._seen = attrs.evolve(seen, first_seen_at=verdict.created_at)
         return verdict.reason
+
+    async def _rotate_observed(self, reason: str, held: SecretKey) -> RotationEvent:
+        """`_rotate`, inside the instrumentation's contexts; its failure is reported."""
+        with self._observer.rotation(reason):
+            try:
+                event = await self._rotate(reason, held)
+            except Exception as exc:
+                await self._observer.report(exc, rotating=True)
+                raise
+        await self._observer.notice()
+        return event
 
     async def _rotate(self, reason: str, held: SecretKey) -> RotationEvent:
         """Under the store's lock: catch up, then rotate unless that already moved the key."""

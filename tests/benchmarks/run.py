@@ -9,7 +9,8 @@ client side of every comparison runs in this process. It prints one Markdown tab
 medians and ratios, with the machine it ran on; it asserts nothing.
 
 Workloads: 1 sequential `get_key()`; 2 concurrent `get_key()`; 3 the official SDK on the
-sub-key get route; 4 import time and `--help` start-up; 5 rotation fan-out; 6 limiter accuracy.
+sub-key get route; 4 import time and `--help` start-up; 5 rotation fan-out; 6 limiter accuracy;
+7 the cost of metrics and tracing per request.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import IO, Final
 
 import _workloads as work
 import attrs
+from _instrumentation import instrumentation_cost
 
 from cs2cap_account import AccountClient
 
@@ -247,7 +249,7 @@ def run(settings: Settings, only: set[str]) -> tuple[list[work.Row], float]:
         print(f"[{time.perf_counter() - started:6.1f} s] {text}", file=sys.stderr, flush=True)
 
     try:
-        if only & {"1", "2", "3"}:
+        if only & {"1", "2", "3", "7"}:
             with _canned_server() as servers:
                 if "1" in only:
                     say("1: sequential get_key vs raw aiohttp")
@@ -284,6 +286,15 @@ def run(settings: Settings, only: set[str]) -> tuple[list[work.Row], float]:
                         sequential_calls=settings.official_sequential_calls,
                         concurrent_calls=settings.official_concurrent_calls,
                         rounds=settings.official_rounds,
+                    )
+                if "7" in only:
+                    say("7: the cost of instrumentation per request")
+                    rows += instrumentation_cost(
+                        loop,
+                        servers.base,
+                        servers.key,
+                        calls=settings.sequential_calls,
+                        rounds=settings.sequential_rounds,
                     )
         if "4" in only:
             say("4: import time")
@@ -346,7 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
     parser.add_argument(
-        "--only", default="1,2,3,4,5,6", help="comma-separated workload numbers (all)"
+        "--only", default="1,2,3,4,5,6,7", help="comma-separated workload numbers (all)"
     )
     parser.add_argument("--markdown", type=Path, help="also write the report here")
     parser.add_argument("--json", type=Path, help="also write the rows here as JSON")
