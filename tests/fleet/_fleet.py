@@ -315,6 +315,13 @@ class Fleet:
         """The next report of `kind` (from `worker`, if given); others stay unread."""
         return (await self.reports(kind, 1, lambda r: worker in (None, r["worker"]), bound))[0]
 
+    async def received(self, kind: str) -> list[Report]:
+        """Every report of `kind` pushed so far and not yet read, without waiting."""
+        while (popped := await self.redis.lpop(f"{self.name}:fleet:out")) is not None:
+            assert isinstance(popped, bytes)
+            self._unread.append(json.loads(popped))
+        return [report for report in self._unread if report["kind"] == kind]
+
     async def reports(
         self,
         kind: str,

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -26,7 +28,13 @@ from cs2cap_account import (
 from cs2cap_account.rotation import Step
 from cs2cap_account.testing import FakeCS2CapAPI, after_step
 
+from ._fleet import Fleet
+from ._records import eventually, sha256
 from ._topologies import Server, _free_port, _start
+from .conftest import RedisServer
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 
 @pytest.fixture
@@ -150,3 +158,59 @@ async def test_a_lease_whose_release_failed_is_released_before_the_next_lock(
         await asyncio.wait_for(take(), 10.0)  # not its 120 s
     finally:
         await store.aclose()
+
+
+async def test_a_fleet_writes_its_key_back_into_a_redis_restarted_empty(
+    redis_server: RedisServer, redis_client: Redis, store_name: str, tmp_path: Path
+) -> None:
+    """Four processes hold generation 2 when their Redis restarts without persistence
+    (the record vanishes). Their next looks write the key back, once, compare-and-set on
+    the empty store (generation 1 of a new lineage); nobody reissues, nobody adopts an
+    older key, no callback fires again, and every process goes on with the same key.
+    """
+    executable = shutil.which("redis-server")
+    assert executable is not None, "redis-server is not installed"
+    server = _start(executable, tmp_path / "store", _free_port())
+    url = f"redis://127.0.0.1:{server.port}/0"
+    env = {"FLEET_STORE_URL": url, "FLEET_POLL_INTERVAL": "0.2"}
+    api = FakeCS2CapAPI(rate_limits=False)
+    try:
+        async with api:
+            fleet = Fleet(redis_client, redis_server.url, api, store_name, tmp_path, env)
+            try:
+                workers = await fleet.start(4)
+                await fleet.send([0], "rotate")
+                await fleet.reports("rotated", 1)
+                await fleet.reports("event", 4)  # each process announced the new key once
+                store = RedisKeyStore(url, name=store_name, timeout=0.5)
+                before = await store.load()
+                assert before is not None
+
+                server.kill()
+                server.restart()  # no persistence: empty
+
+                async def written_back() -> bool:
+                    try:
+                        return await store.load() is not None
+                    except StoreError:
+                        return False
+
+                await eventually(written_back, bound=20.0)
+                await fleet.send(workers, f"check {os.getpid()}")
+                checked = await fleet.reports("checked", len(workers))
+                after = await store.load()
+                await store.aclose()
+                extra_events = await fleet.received("event")
+            finally:
+                await fleet.close()
+    finally:
+        server.kill()
+    assert after is not None
+    assert (after.key, after.key_id) == (before.key, before.key_id)
+    assert (after.generation, after.pending) == (1, None)
+    assert after.lineage != before.lineage
+    assert {r["sha256"] for r in checked} == {sha256(before.key)}
+    assert all(r["ok"] for r in checked), checked
+    assert api.reissues == 1
+    assert extra_events == []
+    assert fleet.leaks() == []
