@@ -28,7 +28,17 @@ from cs2cap_account._models import (
     SubKeyPage,
 )
 from cs2cap_account._ratelimit import SlidingWindowLimiter
-from cs2cap_account._reissue import Answered, NoAnswer, ProbeResult, Refused, Verdict, verdict
+from cs2cap_account._reissue import (
+    Answered,
+    ChildProbe,
+    Gone,
+    NoAnswer,
+    ProbeResult,
+    Refused,
+    Verdict,
+    child_verdict,
+    verdict,
+)
 from cs2cap_account._secret import SecretKey, redact_text
 from cs2cap_account._session import (
     Credentials,
@@ -45,8 +55,10 @@ from cs2cap_account.errors import (
     CS2CapError,
     KeyLostError,
     MalformedResponseError,
+    NotFoundError,
     OutcomeUnknownError,
     ReissueOutcomeUnknownError,
+    SubKeyLostError,
     SubKeyOutcomeUnknownError,
 )
 
@@ -525,6 +537,75 @@ class _ReissueRun:
         return error
 
 
+class _ChildReissueRun:
+    """One `sub_keys.reissue()` call, across its attempts: the old child, and its probes.
+
+    The session consults `prove_not_applied` after an attempt that failed once sent; it
+    returns (the attempt is resent) only when `child_verdict()` says the old child is
+    still active, so the reissue did not happen.
+    """
+
+    def __init__(self, sub_keys: SubKeys, key_id: str, before: KeyInfo) -> None:
+        self._sub_keys = sub_keys
+        self._key_id = key_id
+        self._before = before
+        self._probed = False  # a probe found nothing had happened
+        self._in_flight = False  # an attempt timed out once sent: it may still land
+
+    async def prove_not_applied(self, error: CS2CapError) -> None:
+        """Return if the old child is still active: the reissue did not happen."""
+        self._in_flight |= isinstance(error, APITimeoutError) and error.request_sent
+        seen: ChildProbe
+        cause: CS2CapError = error
+        try:
+            detail = await self._sub_keys.get(self._key_id)
+            seen = Answered(detail.key.id, detail.key.is_active)
+        except NotFoundError:
+            seen = Gone()
+        except AuthenticationError as exc:
+            seen, cause = Refused(exc.code), exc
+        except CS2CapError as exc:
+            seen, cause = NoAnswer(), exc
+        found = child_verdict(seen)
+        if found is Verdict.RETRY:
+            logger.info(
+                "child key reissue did not take effect (%s); retrying", describe_error(error)
+            )
+            self._probed = True
+            return
+        if found is Verdict.LOST:
+            raise self._lost() from error
+        raise self._unknown(cause) from error
+
+    def final_error(self, error: CS2CapError) -> CS2CapError:
+        """What the call raises when its last attempt failed with `error`."""
+        if isinstance(error, NotFoundError) and self._probed:
+            # The probe saw the old child active, yet the retry finds it gone: the first
+            # attempt was still in flight at the server and has since completed.
+            return self._lost()
+        if self._in_flight:
+            return self._unknown(error)
+        return error
+
+    def _lost(self) -> SubKeyLostError:
+        return SubKeyLostError(
+            f"the child key {self._key_id} (named {self._before.name!r}) was reissued, but "
+            "the response holding its new key was lost; the old child is revoked. Recover "
+            "with the root key: client.sub_keys.recover(error) reissues the new child.",
+            previous_key_id=self._key_id,
+            name=self._before.name,
+            previous_created_at=self._before.created_at,
+        )
+
+    def _unknown(self, cause: CS2CapError) -> SubKeyOutcomeUnknownError:
+        return SubKeyOutcomeUnknownError(
+            f"reissuing the child key {self._key_id} failed after it was sent, and whether "
+            f"it took effect is unknown ({cause}); get the child key to check: if it is "
+            "gone, recover its replacement as for SubKeyLostError",
+            cause=cause,
+        )
+
+
 def _key_lost(key_id: str) -> KeyLostError:
     return KeyLostError(
         f"the root key {key_id} was reissued, but the response holding the new key was "
@@ -644,11 +725,58 @@ class SubKeys:
     async def reissue(self, key_id: str) -> CreatedSubKey:
         """Replace a child key (name and overrides carry over); the old one is revoked.
 
-        Retried only when the server provably did not act, like every POST.
+        The root key and every other child are left alone. Like the root reissue, it is
+        never blindly retried: after an ambiguous failure the old child is probed
+        (`GET /account/sub-keys/{id}`), and the reissue is sent again only if that child
+        is still active. Raises `SubKeyLostError` if it happened and the response was lost
+        (`recover()` mends that with the root key alone), `SubKeyOutcomeUnknownError` if
+        the probe cannot tell.
         """
-        return await self._session.request(
-            "POST", _sub_key_path(key_id) + "/reissue", CreatedSubKey
+        path = _sub_key_path(key_id)
+        run = _ChildReissueRun(self, key_id, (await self.get(key_id)).key)
+        try:
+            return await self._session.request(
+                "POST", path + "/reissue", CreatedSubKey, on_ambiguous=run.prove_not_applied
+            )
+        except (OutcomeUnknownError, SubKeyLostError):
+            raise
+        except CS2CapError as exc:
+            final = run.final_error(exc)
+            if final is exc:
+                raise
+            raise final from exc
+
+    async def recover(self, lost: SubKeyLostError) -> CreatedSubKey:
+        """Mend a lost child reissue: reissue the child it made, whose key never arrived.
+
+        That child is the one active child with the lost one's name created after it;
+        reissuing it revokes only it. `SubKeyOutcomeUnknownError` if there is none, or
+        more than one, to choose from (nothing is reissued then).
+        """
+        if not isinstance(lost, SubKeyLostError):
+            raise TypeError(f"recover() takes a SubKeyLostError, not {type(lost).__name__}")
+        made = [
+            detail.key
+            async for detail in self.iterate()
+            if detail.key.name == lost.name
+            and detail.key.id != lost.previous_key_id
+            and detail.key.is_active
+            and detail.key.created_at >= lost.previous_created_at
+        ]
+        if len(made) != 1:
+            found = "none" if not made else f"{len(made)} ({', '.join(k.id for k in made)})"
+            raise SubKeyOutcomeUnknownError(
+                f"could not tell which child key replaced {lost.previous_key_id} "
+                f"(named {lost.name!r}): {found} active child keys of that name were "
+                "created after it; nothing was reissued",
+                cause=lost,
+            )
+        logger.warning(
+            "recovering the lost reissue of child key %s: reissuing its replacement %s",
+            lost.previous_key_id,
+            made[0].id,
         )
+        return await self.reissue(made[0].id)
 
 
 def _with_key_id(gone: RevokedSubKey, key_id: str) -> RevokedSubKey:

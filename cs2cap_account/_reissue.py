@@ -21,6 +21,12 @@ lost key. `UNKNOWN`: nothing proves either way (`ReissueOutcomeUnknownError`).
 
 A retry that the server refuses as revoked after a probe said "nothing happened" is read
 the same way, as a probe answering 401: the first attempt was still in flight and landed.
+
+A child-key reissue (`POST /account/sub-keys/{id}/reissue`) is probed with the root
+credential, on the old child (`GET /account/sub-keys/{id}`), and `child_verdict()` reads
+it: 200 and active, `RETRY`; 200 and inactive, or 404, `LOST` (the reissue revoked it; the
+new child exists, its plaintext gone); anything else `UNKNOWN`. A retry refused with 404
+after a probe said "nothing happened" is read as a 404 probe: the first attempt landed.
 """
 
 from __future__ import annotations
@@ -30,7 +36,17 @@ from typing import Final
 
 import attrs
 
-__all__ = ["Answered", "NoAnswer", "ProbeResult", "Refused", "Verdict", "verdict"]
+__all__ = [
+    "Answered",
+    "ChildProbe",
+    "Gone",
+    "NoAnswer",
+    "ProbeResult",
+    "Refused",
+    "Verdict",
+    "child_verdict",
+    "verdict",
+]
 
 # A probe answering 401 with one of these codes proves the probed key was revoked.
 REVOKED_CODES: Final = frozenset({None, "AUTH_API_KEY_REVOKED", "AUTH_INVALID_API_KEY"})
@@ -65,7 +81,13 @@ class NoAnswer:
     """The probe got no usable answer (a connection error, a 5xx, a malformed body)."""
 
 
+@attrs.frozen
+class Gone:
+    """The probe of a child key got 404: no active child has that id any more."""
+
+
 ProbeResult = Answered | Refused | NoAnswer
+ChildProbe = Answered | Gone | Refused | NoAnswer
 
 
 def verdict(before_id: str, seen: ProbeResult, *, via_jwt: bool) -> Verdict:
@@ -81,3 +103,12 @@ def verdict(before_id: str, seen: ProbeResult, *, via_jwt: bool) -> Verdict:
     if seen.key_id == before_id and seen.is_active:
         return Verdict.RETRY
     return Verdict.REPLACE_LOST if via_jwt else Verdict.UNKNOWN
+
+
+def child_verdict(seen: ChildProbe) -> Verdict:
+    """Read a probe of the old child, taken after its reissue failed once sent."""
+    if isinstance(seen, Gone):
+        return Verdict.LOST
+    if isinstance(seen, Answered):
+        return Verdict.RETRY if seen.is_active else Verdict.LOST
+    return Verdict.UNKNOWN

@@ -15,8 +15,9 @@ CS2CapError
 │   └── APITimeoutError            no answer in time
 ├── OutcomeUnknownError            a request that changes keys may or may not have acted
 │   ├── ReissueOutcomeUnknownError a root-key reissue may or may not have happened
-│   └── SubKeyOutcomeUnknownError  a child key may or may not have been created
+│   └── SubKeyOutcomeUnknownError  a child key may or may not have been created or reissued
 ├── KeyLostError                   the reissue happened but its response was lost
+├── SubKeyLostError                a child reissue happened but its response was lost
 ├── MalformedResponseError         the body was not what the API documents
 ├── RotationError                  the KeyRotator could not complete a rotation
 └── StoreError                     a key store could not be read or written
@@ -29,6 +30,7 @@ passed through `redact_text` before it is stored.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +61,7 @@ __all__ = [
     "RotationError",
     "StaleGenerationError",
     "StoreError",
+    "SubKeyLostError",
     "SubKeyOutcomeUnknownError",
     "UnprocessableEntityError",
     "ValidationIssue",
@@ -296,11 +299,35 @@ class ReissueOutcomeUnknownError(OutcomeUnknownError):
 
 
 class SubKeyOutcomeUnknownError(OutcomeUnknownError):
-    """A child-key create failed after it was sent: a child key may have been created.
+    """A child-key create or reissue failed once sent; whether it took effect is unknown.
 
-    It is not retried (that could create a second key). List the child keys to check,
-    and delete the stray one if it exists: its plaintext was never received.
+    It is not retried (that could create a second key). List the child keys to check:
+    a stray one created by it can be deleted (its plaintext was never received); for a
+    reissue, if the old child is gone, recover the new one as for `SubKeyLostError`.
     """
+
+
+class SubKeyLostError(CS2CapError):
+    """A child-key reissue happened, but its response, the only copy of the key, was lost.
+
+    The old child (`previous_key_id`, named `name`) is revoked; the new child exists, with
+    the same name and overrides, its plaintext unknown. The root key alone recovers it:
+    `await client.sub_keys.recover(error)` finds that child (the one active child of the
+    name created after the old one) and reissues it.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        previous_key_id: str,
+        name: str | None,
+        previous_created_at: dt.datetime,
+    ) -> None:
+        super().__init__(message)
+        self.previous_key_id = previous_key_id
+        self.name = name
+        self.previous_created_at = previous_created_at
 
 
 class KeyLostError(CS2CapError):

@@ -28,6 +28,7 @@ from cs2cap_account.errors import (
     RateLimitError,
     ReissueOutcomeUnknownError,
     RotationError,
+    SubKeyLostError,
     SubKeyOutcomeUnknownError,
 )
 
@@ -43,6 +44,7 @@ _STATUS_BY_ERROR: Final[Mapping[type[BaseException], ExitStatus]] = {
     ReissueOutcomeUnknownError: ExitStatus.ROTATION,
     # Whether a child key was created is as unknown as a request that got no answer.
     SubKeyOutcomeUnknownError: ExitStatus.NETWORK,
+    SubKeyLostError: ExitStatus.NETWORK,
     AuthenticationError: ExitStatus.AUTH,
     PermissionDeniedError: ExitStatus.PERMISSION,
     RateLimitError: ExitStatus.RATE_LIMIT,

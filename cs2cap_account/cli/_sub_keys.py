@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-from typing import Any, TextIO
+import logging
+from typing import Any, Final, TextIO
 
 from cs2cap_account._models import CreatedSubKey, SubKeyDetail
 from cs2cap_account.cli._common import default_client
@@ -19,6 +20,7 @@ from cs2cap_account.cli._format import (
     revoked_json,
     sub_key_table,
 )
+from cs2cap_account.errors import SubKeyLostError
 
 __all__ = [
     "sub_keys_create",
@@ -28,6 +30,8 @@ __all__ = [
     "sub_keys_reissue",
     "sub_keys_update",
 ]
+
+logger: Final = logging.getLogger("cs2cap_account.cli")
 
 
 async def sub_keys_list(args: argparse.Namespace, out: TextIO) -> int:
@@ -109,10 +113,18 @@ async def sub_keys_delete(args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def sub_keys_reissue(args: argparse.Namespace, out: TextIO) -> int:
-    """`sub-keys reissue ID`: a new child key in place of the old one, printed once."""
+    """`sub-keys reissue ID`: a new child key in place of the old one, printed once.
+
+    A reissue whose response was lost is mended at once with the root key
+    (`sub_keys.recover()`): the command still ends with a working key, printed once.
+    """
     client, _ = default_client(args)
     async with client:
-        made = await client.sub_keys.reissue(args.key_id)
+        try:
+            made = await client.sub_keys.reissue(args.key_id)
+        except SubKeyLostError as lost:
+            logger.warning("%s; recovering", lost)
+            made = await client.sub_keys.recover(lost)
         now = client.clock.now()
     title = f"Reissued child key {args.key_id} (now revoked) as"
     _show_created(title, made, now, out, json_output=args.json)

@@ -126,6 +126,27 @@ async def test_reissue_replaces_a_child_key_and_prints_the_new_one_once(
     assert_no_plaintext(as_json, fake_cs2cap, shown_once=[data["key"]])
 
 
+async def test_a_lost_reissue_response_is_recovered_and_the_key_printed_once(
+    fake_cs2cap: FakeCS2CapAPI,
+) -> None:
+    """The reissue acts and its response is lost: the command recovers with the root key
+    (reissuing the child the lost reissue made), exits 0 and prints a key that works;
+    only one child of that name is left, and the root was never reissued.
+    """
+    bot = fake_cs2cap.add_child_key("bot")
+    fake_cs2cap.faults.drop_after_commit("reissue_sub_key")
+
+    result = await run("sub-keys", "reissue", bot.key_id, env=env_for(fake_cs2cap))
+
+    assert result.status == 0, result.stderr
+    key = result.stdout.splitlines()[-1]
+    assert fake_cs2cap.is_active(key)
+    assert "recovering" in result.stderr
+    assert fake_cs2cap.requests["reissue_sub_key"] == 2
+    assert fake_cs2cap.reissues == 0
+    assert_no_plaintext(result, fake_cs2cap, shown_once=[key])
+
+
 async def test_delete_revokes_a_child_key(fake_cs2cap: FakeCS2CapAPI) -> None:
     """Both keys stop working; JSON carries `ok`, the id and an ISO `revoked_at`."""
     bot = fake_cs2cap.add_child_key("bot")

@@ -31,6 +31,7 @@ from cs2cap_account import (
     RotationError,
     StaleGenerationError,
     StoreError,
+    SubKeyLostError,
     SubKeyOutcomeUnknownError,
     UnprocessableEntityError,
     ValidationIssue,
@@ -42,7 +43,9 @@ from ._payloads import (
     CHILD_ID,
     ROOT_KEY,
     calls,
+    child_info,
     created,
+    detail,
     error,
     key_info,
     total_calls,
@@ -426,16 +429,22 @@ async def test_create_is_not_retried_after_a_5xx(mock: aioresponses, client: Acc
     assert total_calls(mock) == 1
 
 
-async def test_sub_key_reissue_is_not_retried_after_a_5xx(
+async def test_sub_key_reissue_is_not_retried_after_a_5xx_that_acted(
     mock: aioresponses, client: AccountClient
 ) -> None:
-    """A child-key reissue answered 503 raises the 503 without repeating the POST."""
+    """A child-key reissue answered 503 is not repeated blindly: the old child is probed,
+    and, found revoked (the reissue acted), `SubKeyLostError` is raised after one POST.
+    """
+    mock.get(url(SUB_KEY_PATH), payload=detail())  # read before the reissue
     mock.post(url(SUB_KEY_PATH + "/reissue"), status=503, payload=error("DOWN", "x"), repeat=True)
+    mock.get(url(SUB_KEY_PATH), payload=detail(child_info(is_active=False)))  # the probe
 
-    with pytest.raises(InternalServerError):
+    with pytest.raises(SubKeyLostError) as caught:
         await client.sub_keys.reissue(CHILD_ID)
 
-    assert total_calls(mock) == 1
+    assert caught.value.previous_key_id == CHILD_ID
+    assert caught.value.name == "bot"
+    assert len(calls(mock, "POST", SUB_KEY_PATH + "/reissue")) == 1
 
 
 async def test_post_is_retried_after_a_per_minute_429(

@@ -37,6 +37,7 @@ from cs2cap_account import (
     RequestEvent,
     RotationError,
     SecretKey,
+    SubKeyLostError,
     SubKeyOutcomeUnknownError,
 )
 from cs2cap_account._transport import AiohttpTransport, Response
@@ -314,14 +315,17 @@ async def test_a_child_key_answer_cut_off(tcp_fake: FakeCS2CapAPI, clock: FakeCl
 async def test_a_child_key_reissue_answer_cut_off(
     tcp_fake: FakeCS2CapAPI, clock: FakeClock
 ) -> None:
-    """`sub_keys.reissue()` whose answer, holding the new child key, is cut off."""
+    """`sub_keys.reissue()` whose answer, holding the new child key, is cut off: the
+    probe finds the old child gone, so `SubKeyLostError`, chained to the parse failure.
+    """
     made = tcp_fake.add_child_key("bot")
     transport = Mangling("/reissue", first_half)
     async with AccountClient(
         tcp_fake.root_key, base_url=tcp_fake.base_url, clock=clock, transport=transport
     ) as client:
-        with pytest.raises(MalformedResponseError) as caught:
+        with pytest.raises(SubKeyLostError) as caught:
             await client.sub_keys.reissue(made.key_id)
+    assert isinstance(caught.value.__cause__, MalformedResponseError)
 
     assert transport.kept_a_key(tcp_fake)
     assert_no_secret_in_locals(caught.value, tcp_fake)

@@ -15,10 +15,12 @@ from hypothesis import strategies as st
 from cs2cap_account import (
     AccountClient,
     CreatedSubKey,
+    CS2CapError,
     MalformedResponseError,
     ReissuedKey,
     RevokedSubKey,
     SubKeyDetail,
+    SubKeyLostError,
     SubKeyPage,
 )
 from cs2cap_account._converter import KeyEnvelope, parse_timestamp, structure
@@ -343,14 +345,23 @@ async def test_malformed_sub_key_bodies_name_the_field(
     body: Any,
     field: str,
 ) -> None:
-    """Each sub-key route reports the offending field of a malformed 2xx body."""
+    """Each sub-key route reports the offending field of a malformed 2xx body. For a
+    reissue the answer came back, so the reissue happened: the probe finds the old child
+    gone, and `SubKeyLostError` is raised, chained to the malformed body.
+    """
     query = {"limit": 25, "offset": 0} if route == "list" else {}
+    if route == "reissue":
+        mock.get(url(SUB_KEY_PATH), payload=detail())  # the old child, read first
+        mock.get(url(SUB_KEY_PATH), status=404, payload={"code": "NOT_FOUND", "detail": "x"})
     mock.add(url(path, **query), method=method, payload=body)
 
-    with pytest.raises(MalformedResponseError) as caught:
+    with pytest.raises(CS2CapError) as caught:
         await call_route(client, route)
 
-    assert caught.value.field == field
+    malformed = caught.value.__cause__ if route == "reissue" else caught.value
+    assert isinstance(caught.value, SubKeyLostError if route == "reissue" else type(malformed))
+    assert isinstance(malformed, MalformedResponseError)
+    assert malformed.field == field
     assert len(calls(mock, method, path, **query)) == 1
 
 

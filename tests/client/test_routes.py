@@ -507,8 +507,11 @@ async def test_delete_tolerates_a_bare_ok(mock: aioresponses, client: AccountCli
 
 
 async def test_reissue_sub_key(mock: aioresponses, client: AccountClient) -> None:
-    """`sub_keys.reissue(id)` POSTs to `/reissue` without a body and returns the new key."""
+    """`sub_keys.reissue(id)` reads the old child (what a lost response would need), then
+    POSTs to `/reissue` without a body and returns the new key.
+    """
     new_child = "sk_live_child_Z9yX8wV7uT6sR5qP4oN3mL2k"
+    mock.get(url(SUB_KEY_PATH), payload=detail())
     mock.post(url(SUB_KEY_PATH + "/reissue"), payload=created(key=new_child))
 
     again = await client.sub_keys.reissue(CHILD_ID)

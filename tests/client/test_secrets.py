@@ -197,6 +197,7 @@ async def test_models_never_show_a_key(mock: aioresponses, client: AccountClient
     mock.post(url("/account/key/reissue"), payload=reissued())
     mock.get(url("/account/sub-keys", limit=25, offset=0), payload=page([detail()], total=1))
     mock.post(url("/account/sub-keys"), status=201, payload=created())
+    mock.get(url(f"/account/sub-keys/{CHILD_ID}"), payload=detail())
     mock.post(url(f"/account/sub-keys/{CHILD_ID}/reissue"), payload=created())
     mock.delete(url(f"/account/sub-keys/{CHILD_ID}"), payload={"ok": True})
 

@@ -150,11 +150,16 @@ class Stub:
     content_type: str | None = "application/json"
     headers: dict[str, str] = attrs.field(factory=dict)
     key_body: bytes = b""
+    child_body: bytes = b""
 
     async def handle(self, request: web.Request) -> web.Response:
-        """`GET /account/key` (the reissue's probe) is valid; the route under test is not."""
+        """`GET /account/key` (the reissue's probe) is valid, and so is the old child's
+        `GET` for a child reissue (read first, then probed); the route under test is not.
+        """
         if request.method == "GET" and request.path.endswith("/account/key") and self.key_body:
             return web.Response(body=self.key_body, content_type="application/json")
+        if request.method == "GET" and "/account/sub-keys/" in request.path and self.child_body:
+            return web.Response(body=self.child_body, content_type="application/json")
         headers = dict(self.headers)
         if self.content_type is not None:
             headers["Content-Type"] = self.content_type
@@ -165,6 +170,15 @@ def _probe_body() -> bytes:
     now = dt.datetime.now(dt.timezone.utc).isoformat()
     info = {"id": KEY_ID, "key_prefix": "sk_live_root", "is_active": True, "created_at": now}
     return json.dumps({"key": info}).encode()
+
+
+def _child_body(name: str, variant: int) -> bytes:
+    """For the child reissue, the old child as `GET /account/sub-keys/{id}` shows it."""
+    if (name, variant % 2) != ("ChildAPIKeyCreateResponse", 1):
+        return b""
+    now = dt.datetime.now(dt.timezone.utc).isoformat()
+    info = {"id": KEY_ID, "key_prefix": "sk_live_child", "is_active": True, "created_at": now}
+    return json.dumps({"key": info, "requests_this_month": 0}).encode()
 
 
 @pytest.fixture
@@ -235,6 +249,7 @@ async def test_valid_bodies_parse_through_the_client(
         {},
     )
     stub.key_body = _probe_body()
+    stub.child_body = _child_body(name, variant)
     result = await call()
     assert isinstance(result, _expected(name, result))
     STATS.fuzz_examples["valid, client"] += 1
@@ -336,6 +351,7 @@ async def test_broken_responses_raise_only_cs2cap_errors_through_the_client(
     stub.content_type = data.draw(_CONTENT_TYPES, label="content type")
     stub.headers = data.draw(_HEADERS, label="headers")
     stub.key_body = _probe_body()
+    stub.child_body = _child_body(name, variant)
     error: CS2CapError | None = None
     try:
         result = await call()

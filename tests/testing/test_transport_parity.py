@@ -25,6 +25,7 @@ from cs2cap_account import (
     CS2CapError,
     FakeClock,
     RateLimitError,
+    SubKeyLostError,
 )
 from cs2cap_account._transport import AiohttpTransport, Transport
 from cs2cap_account.testing import HTML_502_PAGE, FakeCS2CapAPI, InProcessTransport
@@ -245,10 +246,12 @@ async def test_a_delay_past_the_timeout_still_runs_the_handler_later(clock: Fake
     async with AccountClient(
         api.root_key, transport=api.transport(clock=clock), clock=clock, timeout=5.0
     ) as client:
-        with pytest.raises(APIConnectionError) as caught:
+        with pytest.raises(SubKeyLostError) as caught:
             await client.sub_keys.reissue(key_id)
-        assert type(caught.value).__name__ == "APITimeoutError"
-        assert caught.value.request_sent
+        timed_out = caught.value.__cause__
+        assert isinstance(timed_out, APIConnectionError)
+        assert type(timed_out).__name__ == "APITimeoutError"
+        assert timed_out.request_sent
         assert clock.sleeps[:1] == [5.0]
         for _ in range(3):
             await clock.sleep(0)
