@@ -23,7 +23,7 @@ hang. A cancelled `lock()` leaves no lease behind: a `SET` in flight is seen thr
 the lease is released, and the release itself runs to its end.
 
 Stores written by versions before the hash tag (`<name>:record`) are moved on first load;
-see `_MARK_MOVED`.
+see `_redis_move`.
 
 `redis` is imported when a store is made (`pip install "cs2cap-account[redis]"`), never by
 `import cs2cap_account`.
@@ -52,6 +52,7 @@ from cs2cap_account.stores._cipher import (
     seal_record_bytes,
 )
 from cs2cap_account.stores._record import KeyRecord, dump_record, load_record
+from cs2cap_account.stores._redis_move import finish_interrupted_move, move_before_hash_tag
 from cs2cap_account.stores._redis_url import Connected, connect, parse_redis_url
 
 if TYPE_CHECKING:
@@ -84,46 +85,18 @@ redis.call('PUBLISH', ARGV[4], ARGV[2])
 return {1, ARGV[2]}
 """
 
-# KEYS[1] the record hash. ARGV: its generation. Writes that generation again, so that a
-# WAIT on this connection covers an earlier save of it (replication is in order). 1 if the
-# generation is still stored, else 0.
+# KEYS[1] the record hash. ARGV: its generation and lineage. Writes that generation again,
+# so that a WAIT on this connection covers an earlier save of it (replication is in
+# order). 1 if that generation of that lineage is still stored, else 0.
 _TOUCH: Final = """
 if redis.call('HGET', KEYS[1], 'generation') ~= ARGV[1] then return 0 end
+if (redis.call('HGET', KEYS[1], 'lineage') or '') ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], 'generation', ARGV[1])
 return 1
 """
 
-# Moving a store written before the hash tag: KEYS[1] the old record hash. Marks it moved
-# (its generation becomes 'moved:<generation>', which an older version can neither load
-# nor save over, so it rotates nothing) and returns {generation, lineage, record} as they
-# were, or {} if it holds no record. The record field stays until the copy is made, so a
-# crash between the two loses nothing; `_DROP_MOVED` then removes it.
-_MARK_MOVED: Final = """
-local fields = redis.call('HMGET', KEYS[1], 'generation', 'lineage', 'record')
-if not fields[1] or not fields[3] then return {} end
-local generation = fields[1]
-if string.sub(generation, 1, 6) == 'moved:' then
-  generation = string.sub(generation, 7)
-else
-  redis.call('HSET', KEYS[1], 'generation', 'moved:' .. generation)
-end
-return {generation, fields[2] or '', fields[3]}
-"""
-
-# KEYS[1] the record hash. ARGV: generation, lineage, record. Written only into an empty
-# store (compare-and-set on empty). 1 if written.
-_COPY: Final = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'generation', ARGV[1], 'lineage', ARGV[2], 'record', ARGV[3])
-return 1
-"""
-
-# KEYS[1] the old record hash, once copied: keeps only the 'moved:' marker.
-_DROP_MOVED: Final = """
-redis.call('HDEL', KEYS[1], 'lineage', 'record')
-return 1
-"""
-
+# Leases whose release failed, remembered to release later; older ones simply expire.
+_MAX_UNRELEASED: Final = 8
 _POLL_JITTER: Final = 0.1  # each poll waits poll_interval * (1 ± 0.1)
 # Seconds between tries for a held lease: from 2 ms (a follower adopting a key holds it
 # that long), doubling up to 20 ms (a whole rotation), each jittered down by up to half.
@@ -239,11 +212,13 @@ class RedisKeyStore:
         self.record_key = f"{{{name}}}:record"
         self.lease_key = f"{{{name}}}:lease"
         self.channel = f"{{{name}}}:changes"
-        self._legacy_record_key = f"{name}:record"
+        self._move_finished = False  # an interrupted move of an older store, finished
         self._save_script: AsyncScript = self._redis.register_script(_SAVE)
         self._touch_script: AsyncScript = self._redis.register_script(_TOUCH)
         self._local = asyncio.Lock()
-        self._unreleased: Lock | None = None
+        # Leases whose release failed (Redis down): released before the next lock().
+        self._unreleased: list[Lock] = []
+        self._node_clients: dict[str, Redis] = {}  # on a cluster: see `_record_node`
         self._subscriptions: set[PubSub] = set()
         self._where = f"the Redis store {name!r}"
         self._record_where = f"the record hash {self.record_key!r} of {self._where}"
@@ -262,11 +237,23 @@ class RedisKeyStore:
             "read", self._redis.hmget(self.record_key, ["generation", "record"])
         )
         if generation is None and data is None:
-            if not await self._moved_from_before_the_hash_tag():
+            moved = await move_before_hash_tag(
+                self._redis,
+                self._call,
+                name=self.name,
+                record_key=self.record_key,
+                lease_ttl=self.lease_ttl,
+                where=self._where,
+            )
+            if not moved:
                 return None
+            self._move_finished = True
             generation, data = await self._call(
                 "read", self._redis.hmget(self.record_key, ["generation", "record"])
             )
+        elif not self._move_finished:
+            await finish_interrupted_move(self._redis, self._call, name=self.name)
+            self._move_finished = True
         if generation is None or data is None:
             raise StoreError(
                 f"{self._record_where} holds a partial record: one of its fields is missing"
@@ -307,7 +294,7 @@ class RedisKeyStore:
                 self._fenced_unless_saved(answer, expected_generation)
             # An earlier attempt stored this very record, unconfirmed: confirm it now.
             touched, confirmed = await self._call(
-                "write", self._and_wait(_TOUCH, [str(record.generation)])
+                "write", self._and_wait(_TOUCH, [str(record.generation), record.lineage])
             )
             if not touched:
                 self._fenced_unless_saved([0, b""], expected_generation)
@@ -326,8 +313,8 @@ class RedisKeyStore:
         renewed or given back), the lease is released by its token before this returns.
         """
         async with self._local:
-            if self._unreleased is not None:  # a release that failed (Redis was down)
-                await _to_the_end(self._release(self._unreleased))
+            for stale in list(self._unreleased):  # releases that failed (Redis was down)
+                await _to_the_end(self._release(stale))
             lease = self._redis.lock(
                 self.lease_key, timeout=self.lease_ttl, blocking=False, thread_local=False
             )
@@ -353,6 +340,10 @@ class RedisKeyStore:
         for pubsub in list(self._subscriptions):
             await _close_quietly(pubsub, self.timeout)
         self._subscriptions.clear()
+        for node_client in self._node_clients.values():
+            with suppress(Exception):
+                await asyncio.wait_for(node_client.aclose(), self.timeout)
+        self._node_clients.clear()
         if self._connected is not None:
             try:
                 await asyncio.wait_for(self._connected.aclose(), self.timeout)
@@ -390,8 +381,9 @@ class RedisKeyStore:
 
     async def _follow(self) -> AsyncGenerator[int, None]:
         """`changes()`, once the client can subscribe."""
-        from redis.exceptions import RedisError
+        from redis.exceptions import RedisClusterException, RedisError
 
+        broke = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
         loop = asyncio.get_running_loop()
         pubsub: PubSub | None = None
         next_poll = subscribe_at = loop.time()
@@ -405,7 +397,7 @@ class RedisKeyStore:
                     self._subscriptions.add(pubsub)
                     try:
                         await asyncio.wait_for(pubsub.subscribe(self.channel), self.timeout)
-                    except (RedisError, OSError, asyncio.TimeoutError) as exc:
+                    except broke as exc:
                         await self._drop(pubsub)
                         pubsub, broken = None, exc
                         subscribe_at = loop.time() + backoff
@@ -423,7 +415,7 @@ class RedisKeyStore:
                         pubsub.get_message(timeout=next_poll - now),
                         next_poll - now + self.timeout,
                     )
-                except (RedisError, OSError, asyncio.TimeoutError) as exc:
+                except broke as exc:
                     if broken is None:
                         logger.warning(
                             "the subscription to %s broke (%s); polling until it is back",
@@ -449,17 +441,33 @@ class RedisKeyStore:
     # -- internals ------------------------------------------------------------------------------
 
     async def _acquire(self, lease: Lock) -> None:
-        """Take the lease, waiting (and retrying) while another process holds it."""
+        """Take the lease, waiting (and retrying) while another process holds it.
+
+        A `SET NX` whose outcome is unknown (it failed or timed out once sent) may have
+        taken the lease: the lease is then released by its token like one taken, and a
+        `SET NX` refused because our own token is already there (a resend by redis-py's
+        retry after a lost reply) counts as taken.
+        """
         most = min(_LEASE_WAIT_MAX, self.lease_ttl / 10)
         wait = min(_LEASE_WAIT_FIRST, most)
         token = secrets.token_hex(16)
         while True:
             # Seen through even if this task is cancelled meanwhile: a SET that lands after
             # its caller left would hold a lease no one releases.
-            taken = await _to_the_end(
-                self._call("take the rotation lease of", lease.acquire(token=token))
-            )
+            try:
+                taken = await _to_the_end(
+                    self._call("take the rotation lease of", lease.acquire(token=token))
+                )
+                if not taken:
+                    held = await _to_the_end(
+                        self._call("read the rotation lease of", self._redis.get(self.lease_key))
+                    )
+                    taken = _as_str(held) == token if held is not None else False
+            except BaseException:
+                lease.local.token = token.encode()  # may be ours: released by its token
+                raise
             if taken:
+                lease.local.token = token.encode()
                 return
             await self._clock.sleep(wait * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
             wait = min(wait * 2, most)
@@ -491,41 +499,18 @@ class RedisKeyStore:
         """
         from redis.exceptions import LockNotOwnedError
 
-        self._unreleased = None
         if lease.local.token is None:
             return  # never taken
         try:
             await self._call("release the rotation lease of", lease.release())
         except StoreError as exc:
             if not isinstance(exc.__cause__, LockNotOwnedError):
-                self._unreleased = lease
+                if lease not in self._unreleased:
+                    self._unreleased = [*self._unreleased, lease][-_MAX_UNRELEASED:]
                 logger.warning("%s; it expires within %.1f s", exc, self.lease_ttl)
-
-    async def _moved_from_before_the_hash_tag(self) -> bool:
-        """Move a record stored under the name of versions before the hash tag, if any.
-
-        The old hash is marked moved first (older versions then neither read nor write
-        it), copied here only into an empty store, then emptied of its key. True if a
-        record was moved (by this process or another meanwhile).
-        """
-        old = self._legacy_record_key
-        fields = await self._call("read", self._redis.eval(_MARK_MOVED, 1, old))
-        if not fields:
-            return False
-        generation, lineage, data = fields
-        await self._call(
-            "write", self._redis.eval(_COPY, 1, self.record_key, generation, lineage, data)
-        )
-        await self._call("write", self._redis.eval(_DROP_MOVED, 1, old))
-        logger.warning(
-            "moved the record of %s from %r to %r (generation %s); rotators of versions "
-            "before the move can no longer read or write it: upgrade them",
-            self._where,
-            old,
-            self.record_key,
-            _as_str(generation),
-        )
-        return True
+                return
+        if lease in self._unreleased:
+            self._unreleased.remove(lease)
 
     async def _and_wait(self, script: str, args: list[Any]) -> list[Any]:
         """Run `script` on the record, then `WAIT min_replicas`, down one connection.
@@ -533,30 +518,51 @@ class RedisKeyStore:
         `WAIT` counts the replicas that have every write sent on its connection, so the two
         must share one: a pipeline (on a cluster, both sent to the node of the record).
         """
-        from redis.asyncio.cluster import ClusterPipeline
-
         command = ("EVAL", script, 1, self.record_key, *args)
         wait = ("WAIT", self.min_replicas, max(1, round(self.replica_timeout * 1000)))
-        pipe = self._redis.pipeline(transaction=False)
-        if isinstance(pipe, ClusterPipeline):
-            cluster = await self._cluster_ready()
-            node = cluster.get_node_from_key(self.record_key)
-            pipe.execute_command(*command, target_nodes=node)
-            pipe.execute_command(*wait, target_nodes=node)
-        else:
-            pipe.execute_command(*command)
-            pipe.execute_command(*wait)
-        return await pipe.execute()
+        target = await self._record_node() if self._cluster else self._redis
+        pipe = target.pipeline(transaction=False)
+        pipe.execute_command(*command)
+        pipe.execute_command(*wait)
+        try:
+            return await pipe.execute()
+        except Exception:
+            if self._cluster:  # moved (a failover), or the node went away: map it again
+                await self._cluster_ready(refresh=True)
+            raise
 
-    async def _cluster_ready(self) -> RedisCluster:
+    async def _record_node(self) -> Redis:
+        """A plain client of the cluster node that holds the record, made once per node.
+
+        A cluster pipeline may resend its commands elsewhere after an error (a `WAIT`
+        on another connection confirms nothing), so the save and its `WAIT` go through
+        a client bound to that one node; a node that no longer serves the slot answers
+        `MOVED`, which fails the save (retried once the slot map is read again).
+        """
+        from redis.asyncio import ConnectionPool, Redis
+        from redis.exceptions import SlotNotCoveredError
+
+        cluster = await self._cluster_ready()
+        node = cluster.get_node_from_key(self.record_key)
+        if node is None:
+            raise SlotNotCoveredError(f"no node serves the slot of {self.record_key!r}")
+        client = self._node_clients.get(node.name)
+        if client is None:
+            pool = ConnectionPool(connection_class=node.connection_class, **node.connection_kwargs)
+            client = self._node_clients[node.name] = Redis.from_pool(pool)
+        return client
+
+    async def _cluster_ready(self, *, refresh: bool = False) -> RedisCluster:
         """The cluster client, its slot map filled in (its first command does that).
 
-        Pub/sub and a pipeline aimed at one node look a slot up in the map before
-        sending anything, so they need it filled in first.
+        Pub/sub and the save's node-bound pipeline look a slot up in the map before
+        sending anything, so they need it filled in first; `refresh` reads it again.
         """
         from redis.asyncio.cluster import RedisCluster
 
         assert isinstance(self._redis, RedisCluster)
+        if refresh:
+            await self._redis.nodes_manager.initialize()
         return await self._redis.initialize()
 
     def _fenced_unless_saved(self, answer: list[Any], expected_generation: int | None) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import enum
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import attrs
 
@@ -68,7 +68,10 @@ class RedisTarget:
 
 
 def parse_redis_url(url: str) -> RedisTarget:
-    """Read a store URL; `ValueError` (naming no password) if it cannot be used."""
+    """Read a store URL; `ValueError` if it cannot be used.
+
+    No message repeats any part of the URL's text (a password may sit anywhere in it).
+    """
     scheme, _, rest = url.partition("://")
     if not rest:
         raise ValueError("a Redis URL looks like redis://host:6379/0 (no '://' found)")
@@ -78,16 +81,22 @@ def parse_redis_url(url: str) -> RedisTarget:
     base, _, kind = scheme.partition("+")
     if base not in {"redis", "rediss"} or kind not in {"cluster", "sentinel"}:
         raise ValueError(
-            f"unknown Redis URL scheme {scheme!r}: use redis://, rediss://, unix://, "
+            "unknown Redis URL scheme: use redis://, rediss://, unix://, "
             "redis+cluster:// or redis+sentinel://"
         )
-    parts = urlsplit(f"{base}://{rest}")
-    username = unquote(parts.username) if parts.username else None
-    password = unquote(parts.password) if parts.password is not None else None
-    netloc = parts.netloc.rpartition("@")[2]
+    userinfo, at, located = rest.rpartition("@")
+    if not at:
+        userinfo, located = "", rest
+    if "?" in located or "#" in located:
+        raise ValueError(
+            f"a {scheme}:// URL takes no query options; for TLS or other connection "
+            "settings, pass a client of yours"
+        )
+    netloc, _, path_text = located.partition("/")
+    username, password = _login(userinfo) if at else (None, None)
     default = _DEFAULT_SENTINEL_PORT if kind == "sentinel" else _DEFAULT_PORT
     hosts = tuple(_host_port(item, default) for item in netloc.split(","))
-    path = [segment for segment in parts.path.split("/") if segment]
+    path = [segment for segment in path_text.split("/") if segment]
     tls = base == "rediss"
     if kind == "cluster":
         if path:
@@ -112,6 +121,12 @@ def parse_redis_url(url: str) -> RedisTarget:
     )
 
 
+def _login(userinfo: str) -> tuple[str | None, str | None]:
+    """`user:password`, `:password` or `user`, percent-decoded."""
+    user, colon, password = userinfo.partition(":")
+    return (unquote(user) or None, unquote(password) if colon else None)
+
+
 @attrs.frozen
 class Connected:
     """The client a store talks through, and the Sentinel client behind it, if any."""
@@ -121,10 +136,12 @@ class Connected:
 
     async def aclose(self) -> None:
         """Close the client's connections, and those to the sentinels."""
-        await self.client.aclose()
-        if self.sentinel is not None:
-            for sentinel in self.sentinel.sentinels:
-                await sentinel.aclose()
+        try:
+            await self.client.aclose()
+        finally:
+            if self.sentinel is not None:
+                for sentinel in self.sentinel.sentinels:
+                    await sentinel.aclose()
 
 
 def connect(target: RedisTarget, *, timeout: float) -> Connected:
@@ -166,18 +183,22 @@ def connect(target: RedisTarget, *, timeout: float) -> Connected:
 def _host_port(item: str, default: int) -> tuple[str, int]:
     """`host`, `host:port`, `[v6]` or `[v6]:port`, with `default` for a missing port."""
     if item.startswith("["):
-        host, _, after = item[1:].partition("]")
+        host, closed, after = item[1:].partition("]")
+        if not closed or (after and not after.startswith(":")):
+            raise ValueError("a Redis URL lists an IPv6 host without its closing bracket")
         port = after.removeprefix(":")
     else:
         host, colon, port = item.rpartition(":")
         if not colon:
             host, port = item, ""
+        if ":" in host:
+            raise ValueError("a Redis URL lists an IPv6 host: write it in brackets, [::1]:6379")
     if not host:
         raise ValueError("a Redis URL lists a host with no name")
     if not port:
         return host, default
     if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"a Redis URL lists host {host!r} with a port that is not a number")
+        raise ValueError("a Redis URL lists a host whose port is not a number from 1 to 65535")
     return host, int(port)
 
 

@@ -167,6 +167,16 @@ class Cluster:
         _until(promoted, FAILOVER_BOUND, "no replica took over the killed primary's slots")
         return old
 
+    def replica_of(self, primary: Server) -> Server:
+        """The live replica of `primary`."""
+        for node in self.nodes:
+            if node is primary or node.proc.poll() is not None:
+                continue
+            role = _ask(node.port, "INFO", "replication")
+            if "role:slave" in role and f"master_port:{primary.port}" in role:
+                return node
+        raise AssertionError(f"no replica of the node on port {primary.port}")
+
     def rejoin(self, node: Server) -> None:
         """Restart a killed node: it rejoins as a replica; bounded wait until it synced."""
         node.restart()

@@ -134,15 +134,19 @@ async def test_a_redis_down_between_the_reissue_and_the_save_gets_the_key_when_b
 async def test_a_lease_whose_release_failed_is_released_before_the_next_lock(
     durable_redis: Server, store_name: str
 ) -> None:
-    """Redis dies while the lease is held, so its release fails; it comes back with the
-    lease (persistence). The same store's next `lock()` releases its own old lease first
-    rather than waiting out its two minutes.
+    """Redis dies while the lease is held, so its release fails; a `lock()` tried while it
+    is still down fails too. It comes back with the lease (persistence): the same
+    store's next `lock()` releases its own old lease first rather than waiting out its
+    two minutes.
     """
     url = f"redis://127.0.0.1:{durable_redis.port}/0"
     store = RedisKeyStore(url, name=store_name, lease_ttl=120.0, timeout=0.5)
     try:
         async with store.lock():
             durable_redis.kill()
+        with pytest.raises(StoreError):
+            async with store.lock():
+                pass
         durable_redis.restart()
         from redis.asyncio import Redis
 

@@ -14,13 +14,14 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import pytest
 
 from cs2cap_account import FakeClock, KeyStore, RedisKeyStore, StaleGenerationError, StoreError
 from cs2cap_account.stores._record import dump_record
+from cs2cap_account.stores._redis_move import MOVED, MOVING
 
 from ._records import ROOT_2, ROOT_3, eventually, full_record, leaked, record
 from .conftest import RedisServer, start_redis_server, stop_redis_server
@@ -174,23 +175,76 @@ async def test_a_record_stored_before_the_hash_tag_is_moved_once(
     open_store: Opener, redis_client: Redis, store_name: str
 ) -> None:
     """A store written under `<name>:record` (versions before the hash tag) is moved on
-    first load: the record reads back as it was, now under `{name}:record`; the old hash
-    keeps only a `moved:` marker, so an older version's save over it is refused (it
-    rotates nothing) and a later emptied store never brings the old key back.
+    first load: the record reads back as it was, now under `{name}:record`. The old hash
+    keeps only a marker generation, an integer above any real one: an older version's
+    compare-and-set over it is fenced off with a generation it can parse (so it holds
+    its new key rather than dropping it), and a store emptied later never brings the old
+    key back.
     """
     old = f"{store_name}:record"
     stored = record(4)
     await redis_client.hset(old, mapping={"generation": "4", "record": bytes(dump_record(stored))})
 
     assert await open_store().load() == stored
-    assert await redis_client.hgetall(old) == {b"generation": b"moved:4"}
+    assert await redis_client.hgetall(old) == {b"generation": MOVED.encode()}
     assert await open_store().load() == stored  # from the new hash; nothing moved again
     older_version_save = await redis_client.eval(
         _OLD_SAVE, 1, old, "4", "5", bytes(dump_record(record(5)))
     )
-    assert older_version_save == [0, b"moved:4"]
+    assert older_version_save[0] == 0
+    assert int(older_version_save[1]) > 10**18  # what the older version reads, fenced
 
     await redis_client.delete(f"{{{store_name}}}:record")  # the store emptied later
+    assert await open_store().load() is None
+
+
+async def test_a_move_waits_while_an_older_version_holds_its_lease(
+    open_store: Opener, redis_client: Redis, store_name: str
+) -> None:
+    """While an older version holds `<name>:lease` (its rotation may be between its
+    reissue and its save), the record is not moved: the load raises `StoreError`, the old
+    hash is left as it was; once the lease is released, the next load moves it.
+    """
+    old = f"{store_name}:record"
+    fields: dict[Any, Any] = {
+        b"generation": b"4",
+        b"record": bytes(dump_record(record(4))),
+    }
+    await redis_client.hset(old, mapping=fields)
+    await redis_client.set(f"{store_name}:lease", "an older version's token", px=30_000)
+
+    with pytest.raises(StoreError, match="older version"):
+        await open_store().load()
+    assert await redis_client.hgetall(old) == fields
+
+    await redis_client.delete(f"{store_name}:lease")
+    assert await open_store().load() == record(4)
+
+
+async def test_an_interrupted_move_is_finished_never_replayed(
+    open_store: Opener, redis_client: Redis, store_name: str
+) -> None:
+    """A move interrupted after marking the old hash and before dropping it: with the new
+    hash still empty, the next load copies the marked record; with the new hash written
+    (the copy was made, and the store rotated on since), the first load drops the old
+    record, so a store emptied later comes back empty, not with the old, revoked key.
+    """
+    old = f"{store_name}:record"
+    marked: dict[Any, Any] = {
+        "generation": MOVING,
+        "moved_from": "4",
+        "record": bytes(dump_record(record(4))),
+    }
+    await redis_client.hset(old, mapping=marked)
+    assert await open_store().load() == record(4)  # copied, then dropped
+    assert await redis_client.hgetall(old) == {b"generation": MOVED.encode()}
+
+    await redis_client.hset(old, mapping=marked)  # interrupted again, after the copy
+    store = open_store()
+    await store.save(record(6), expected_generation=4)
+    assert await open_store().load() == record(6)
+    assert await redis_client.hgetall(old) == {b"generation": MOVED.encode()}
+    await redis_client.delete(f"{{{store_name}}}:record")
     assert await open_store().load() is None
 
 

@@ -26,6 +26,7 @@ from .conftest import RedisServer
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
 
 FLEET_SIZE = 8
 BOUND = 20.0
@@ -57,6 +58,18 @@ async def next_change(store: RedisKeyStore, generation: int, bound: float = BOUN
         await changes.aclose()
 
 
+async def subscribed(cluster: RedisCluster, channel: str) -> None:
+    """Bounded wait until some node of `cluster` counts a subscriber on `channel`."""
+    deadline = time.monotonic() + BOUND
+    while time.monotonic() < deadline:
+        for node in cluster.get_nodes():
+            counts = dict(await cluster.pubsub_numsub(channel, target_nodes=node))
+            if counts.get(channel.encode(), 0) > 0:
+                return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"nobody subscribed to {channel} within {BOUND} s")
+
+
 # -- Redis Cluster ---------------------------------------------------------------------------
 
 
@@ -83,7 +96,7 @@ async def test_a_store_on_a_cluster_keeps_its_keys_in_one_slot_and_works(
         assert await plain.exists(store.lease_key) == 0
         # A store whose first command is changes() (its client has no slot map yet).
         waiting = asyncio.ensure_future(next_change(follower, 2))
-        await asyncio.sleep(0.2)  # subscribed (the poll alone would take 60 s)
+        await subscribed(plain, store.channel)  # (the poll alone would take 60 s)
         await store.save(record(2), expected_generation=1)
         assert await waiting < BOUND
         with pytest.raises(StaleGenerationError):
@@ -112,6 +125,43 @@ async def test_a_store_takes_a_cluster_client_of_yours_and_leaves_it_open(
         assert await client.ping()
     finally:
         await client.aclose()
+
+
+async def test_a_cluster_save_waits_for_a_replica_of_the_records_own_node(
+    redis_cluster: Cluster, store_name: str
+) -> None:
+    """`min_replicas=1` on a cluster: a save returns once the replica of the record's
+    primary has it. That replica frozen, the save raises `StoreError`; thawed, the same
+    save is confirmed. After a failover, the promoted primary has no replica yet, and the
+    same store's next save (its first command since) is refused, not confirmed by some
+    other node's replica.
+    """
+    store = RedisKeyStore(redis_cluster.url, name=store_name, min_replicas=1, replica_timeout=0.5)
+    try:
+        await store.save(record(1), expected_generation=None)
+        primary = redis_cluster.primary_of(store.record_key)
+        replica = redis_cluster.replica_of(primary)
+
+        os.kill(replica.proc.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(StoreError, match="0 of 1 replicas confirmed"):
+                await store.save(record(2), expected_generation=1)
+        finally:
+            os.kill(replica.proc.pid, signal.SIGCONT)
+        await store.save(record(2), expected_generation=1)  # the retry: confirmed
+
+        redis_cluster.fail_primary_of(store.record_key)
+        refusals: list[str] = []
+        for _ in range(3):  # the first may meet the dead node: refused too, and re-mapped
+            with pytest.raises(StoreError) as caught:
+                await store.save(record(3), expected_generation=2)
+            refusals.append(str(caught.value))
+            if "replicas confirmed" in refusals[-1]:
+                break
+        assert "0 of 1 replicas confirmed" in refusals[-1], refusals
+        assert await store.load() == record(3)  # on the promoted primary, unconfirmed
+    finally:
+        await store.aclose()
 
 
 async def test_eight_processes_on_a_cluster_reissue_once(
@@ -220,7 +270,7 @@ async def test_a_save_waits_for_its_replica_and_says_when_it_cannot(
     is back, the record the unconfirmed attempt stored is confirmed, not fenced off.
     """
     url = f"redis://127.0.0.1:{redis_sentinels.primary.port}/0"
-    store = RedisKeyStore(url, name=store_name, min_replicas=1, replica_timeout=0.2)
+    store = RedisKeyStore(url, name=store_name, min_replicas=1, replica_timeout=0.5)
     replica = RedisKeyStore(f"redis://127.0.0.1:{redis_sentinels.replica.port}/0", name=store_name)
     try:
         await store.save(record(1), expected_generation=None)
@@ -351,7 +401,7 @@ async def test_a_rotation_announces_nothing_until_a_replica_has_the_new_key(
 
     clock = FakeClock()
     url = f"redis://127.0.0.1:{redis_sentinels.primary.port}/0"
-    store = RedisKeyStore(url, name=store_name, min_replicas=1, replica_timeout=0.1)
+    store = RedisKeyStore(url, name=store_name, min_replicas=1, replica_timeout=0.5)
     api = FakeCS2CapAPI(rate_limits=False, clock=clock.monotonic, wall_clock=clock.now)
     announced: list[RotationEvent] = []
     async with api, AccountClient(api.root_key, base_url=api.base_url, clock=clock) as client:

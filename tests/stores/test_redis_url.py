@@ -61,6 +61,10 @@ def test_urls_name_their_topology(url: str, expected: RedisTarget) -> None:
         ("redis+cluster://a:port", "not a number"),
         ("redis+cluster://a:70000", "not a number"),
         ("redis+cluster://a:1,,b:2", "no name"),
+        ("redis+cluster://::1", "in brackets"),
+        ("redis+cluster://[::1", "closing bracket"),
+        ("redis+cluster://a:1?ssl_cert_reqs=none", "no query options"),
+        ("redis+sentinel://s1/keys#x", "no query options"),
     ],
 )
 def test_unusable_urls_are_refused_saying_why(url: str, message: str) -> None:
@@ -70,9 +74,18 @@ def test_unusable_urls_are_refused_saying_why(url: str, message: str) -> None:
 
 
 def test_a_password_is_never_shown() -> None:
-    """Neither the target's repr nor a refusal repeats the password in the URL."""
+    """Neither the target's repr nor a refusal repeats the password in the URL, wherever
+    it sits: a password with an unencoded `/` or `:` is read whole (up to the last `@`).
+    """
     target = parse_redis_url("redis+sentinel://:hunter2@s1:1/keys")
     assert "hunter2" not in repr(target)
-    with pytest.raises(ValueError, match="no path") as caught:
-        parse_redis_url("redis+cluster://:hunter2@a:1/0")
-    assert "hunter2" not in str(caught.value)
+    assert parse_redis_url("redis+cluster://admin:se:cr/et@h:1").password == "se:cr/et"
+    for url in (
+        "redis+cluster://:hunter2@a:1/0",
+        "redis+cluster://admin:hunter2/x@h:port",
+        "redis+cluster://hunter2:1x",
+        "redis+sentinel://u:hunter2@s1",
+    ):
+        with pytest.raises(ValueError) as caught:  # noqa: PT011 - the message is checked
+            parse_redis_url(url)
+        assert "hunter2" not in str(caught.value)
