@@ -6,10 +6,12 @@ only when a key is published.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from contextlib import AsyncExitStack
 from typing import Any, Final
 
+from cs2cap_account._secret import redact_text
 from cs2cap_account.rotation._event import RotationEvent
 from cs2cap_account.sinks._protocol import SinkError
 
@@ -19,6 +21,36 @@ __all__ = ["AwsSecretsManagerSink", "request_token"]
 _TOKENS: Final = uuid.UUID("5f0c3d4e-8f5b-4c47-9a3e-2b7d2f6c1a90")
 _CONNECT_TIMEOUT: Final = 10.0
 _READ_TIMEOUT: Final = 20.0
+
+
+class _RedactKeys(logging.Filter):
+    """Redacts keys in botocore's DEBUG records, which show each request's body."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except (TypeError, ValueError):
+            return True
+        redacted = redact_text(text)
+        if redacted != text:
+            record.msg, record.args = redacted, None
+        return True
+
+
+_REDACT: Final = _RedactKeys()
+
+
+def _redact_botocore_logs() -> None:
+    """Put `_REDACT` on every botocore and aiobotocore logger (filters do not inherit)."""
+    names = [
+        name
+        for name in list(logging.Logger.manager.loggerDict)
+        if name.split(".")[0] in ("botocore", "aiobotocore")
+    ]
+    for name in names:
+        logger = logging.getLogger(name)
+        if _REDACT not in logger.filters:
+            logger.addFilter(_REDACT)
 
 
 def request_token(key_id: str) -> str:
@@ -42,6 +74,7 @@ class AwsSecretsManagerSink:
     endpoint and retries are yours). Without one, each publish opens its own client with
     the default credential chain, `region_name` (or the environment's region) and
     botocore's retries turned off: the rotator retries the publish with its own backoff.
+    botocore's DEBUG logs show each request's body: the sink redacts keys in them.
     """
 
     def __init__(
@@ -79,6 +112,7 @@ class AwsSecretsManagerSink:
         try:
             async with AsyncExitStack() as stack:
                 client = self._client or await stack.enter_async_context(self._new_client())
+                _redact_botocore_logs()  # the loggers exist once a client does
                 await client.put_secret_value(
                     SecretId=self.secret_id,
                     ClientRequestToken=request_token(event.key_id),

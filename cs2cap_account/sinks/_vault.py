@@ -65,9 +65,11 @@ class VaultKVSink:
     ) -> None:
         self.url = _checked_url(url)
         if isinstance(token, str):
+            if not token or token != token.strip():
+                raise ValueError("token must be a Vault token, without surrounding whitespace")
             token = SecretKey(token)
-        if not isinstance(token, SecretKey) or not token.reveal():
-            raise TypeError("token must be a non-empty str or SecretKey (a Vault token)")
+        if not isinstance(token, SecretKey):
+            raise TypeError(f"token must be a str or SecretKey, not {type(token).__name__}")
         self.mount = _checked_segment(mount, "mount")
         self.path = _checked_segment(path, "path")
         if not isinstance(field, str) or not field:

@@ -47,12 +47,15 @@ class Gate:
 
     `mode` applies to each new connection; `drop_responses` connections have their
     answer dropped (the request reached the service; the client never hears back), then
-    the mode reverts to PASS. `connections` counts the connections accepted.
+    the mode reverts to PASS. `drop_answer_to` drops the answer to the next request
+    starting with those bytes (e.g. `b"POST"`), on any connection, once.
+    `connections` counts the connections accepted.
     """
 
     upstream_port: int
     mode: Mode = Mode.PASS
     drop_responses: int = 0
+    drop_answer_to: bytes | None = None
     connections: int = 0
     _server: asyncio.Server | None = None
     _tasks: set[asyncio.Task[None]] = attrs.field(factory=set)
@@ -96,11 +99,16 @@ class Gate:
                 self.drop_responses -= 1
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
             try:
-                upstream = asyncio.ensure_future(_pump(reader, up_writer))
+                poisoned = asyncio.Event()
+                upstream = asyncio.ensure_future(self._forward(reader, up_writer, poisoned))
                 if drop:
                     await up_reader.read(65536)  # the service answered; nobody hears it
                 else:
-                    await _pump(up_reader, writer)
+                    while chunk := await up_reader.read(65536):
+                        if poisoned.is_set():
+                            break  # the answer to the marked request: dropped, and hung up
+                        writer.write(chunk)
+                        await writer.drain()
                 upstream.cancel()
                 with contextlib.suppress(asyncio.CancelledError, ConnectionError):
                     await upstream
@@ -112,8 +120,13 @@ class Gate:
             writer.close()
             self._tasks.discard(task)
 
-
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    while chunk := await reader.read(65536):
-        writer.write(chunk)
-        await writer.drain()
+    async def _forward(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, poisoned: asyncio.Event
+    ) -> None:
+        while chunk := await reader.read(65536):
+            marker = self.drop_answer_to
+            if marker is not None and chunk.startswith(marker):
+                self.drop_answer_to = None
+                poisoned.set()
+            writer.write(chunk)
+            await writer.drain()

@@ -95,7 +95,7 @@ class Bao:
 
 @pytest.fixture(scope="session")
 def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
-    """moto in server mode on loopback, for the whole session."""
+    """Moto in server mode on loopback, for the whole session."""
     executable = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or shutil.which(
         "moto_server"
     )
@@ -159,7 +159,7 @@ async def bao_gate(bao_server: Bao) -> AsyncIterator[Gate]:
 AWS_CREDENTIALS: dict[str, Any] = {
     "region_name": "us-east-1",
     "aws_access_key_id": "testing",
-    "aws_secret_access_key": "testing",  # noqa: S105 - moto's
+    "aws_secret_access_key": "testing",
 }
 
 

@@ -62,10 +62,15 @@ async def test_a_command_outliving_its_timeout_is_killed(tmp_path: Path) -> None
         f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
     )
     sink = CommandSink([sys.executable, "-c", script], timeout=0.5)
-    with pytest.raises(SinkError, match="did not finish within 0.5 s"):
+    with pytest.raises(SinkError, match=r"did not finish within 0\.5 s"):
         await sink.publish(_event())
-    pid = int(pid_file.read_text())
-    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    assert _gone(int(pid_file.read_text()))
+
+
+def _gone(pid: int) -> bool:
+    """Whether process `pid` has exited (and been reaped, or is a zombie)."""
+    status = Path(f"/proc/{pid}/status")
+    return not status.exists() or "zombie" in status.read_text()
 
 
 async def test_a_missing_command_is_a_sink_error() -> None:
@@ -96,9 +101,10 @@ def test_arguments_are_checked(
 
 
 def test_the_leak_audit_catches_a_key_on_a_command_line(
-    fake: FakeCS2CapAPI, _no_key_leaks: KeyAudit
+    fake: FakeCS2CapAPI, request: pytest.FixtureRequest
 ) -> None:
     """The suite-wide audit checks every subprocess's argv: a key there is a leak."""
-    subprocess.run([sys.executable, "-c", "pass", fake.root_key.reveal()], check=True)
-    found = _no_key_leaks.new_leaks()  # taken, so that this test itself passes
+    audit: KeyAudit = request.getfixturevalue("_no_key_leaks")
+    subprocess.run([sys.executable, "-c", "pass", fake.root_key.reveal()], check=True)  # noqa: S603
+    found = audit.new_leaks()  # taken, so that this test itself passes
     assert [leak.where for leak in found] == ["the argv of a subprocess"]

@@ -15,6 +15,10 @@ from cs2cap_account.sinks import FileSink, SinkError
 from cs2cap_account.testing import FakeCS2CapAPI
 
 
+def _names(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
 @pytest.mark.parametrize("file_format", ["raw", "env", "json"])
 async def test_each_new_key_lands_in_the_file_in_its_format(
     fake: FakeCS2CapAPI, fake_client: AccountClient, tmp_path: Path, file_format: str
@@ -45,7 +49,7 @@ async def test_each_new_key_lands_in_the_file_in_its_format(
         }
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert fake.is_active(event.new_key)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["key"], "no temporary file left"
+    assert _names(tmp_path) == ["key"], "no temporary file left"
 
 
 async def test_a_second_rotation_replaces_the_file(

@@ -7,7 +7,14 @@ import logging
 
 import pytest
 
-from cs2cap_account import AccountClient, FakeClock, KeyRotator, MemoryKeyStore, RotationEvent
+from cs2cap_account import (
+    AccountClient,
+    FakeClock,
+    KeyRotator,
+    MemoryKeyStore,
+    RotationEvent,
+    SecretKey,
+)
 from cs2cap_account.sinks import SinkFailure
 from cs2cap_account.testing import FakeCS2CapAPI
 from sinks._support import RecordingSink
@@ -15,7 +22,7 @@ from sinks._support import RecordingSink
 BASE = "https://fake.test/v1"
 
 
-def _client(fake: FakeCS2CapAPI, clock: FakeClock, key: object = None) -> AccountClient:
+def _client(fake: FakeCS2CapAPI, clock: FakeClock, key: SecretKey | None = None) -> AccountClient:
     return AccountClient(
         key or fake.root_key, base_url=BASE, transport=fake.transport(clock=clock), clock=clock
     )
