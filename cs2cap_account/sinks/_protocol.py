@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from cs2cap_account.errors import CS2CapError
-from cs2cap_account.rotation._event import RotationEvent
+
+if TYPE_CHECKING:
+    from cs2cap_account.rotation._event import RotationEvent
 
 __all__ = ["KeySink", "SinkError", "sink_name"]
 

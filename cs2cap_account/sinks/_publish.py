@@ -12,15 +12,18 @@ import asyncio
 import logging
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import attrs
 
 from cs2cap_account._clock import Clock
 from cs2cap_account._retry import retrying
 from cs2cap_account._secret import redact_text
-from cs2cap_account.rotation._event import RotationEvent, SinkFailure
 from cs2cap_account.sinks._protocol import KeySink, sink_name
+
+if TYPE_CHECKING:
+    # Imported when used: the rotation package imports this module as it loads.
+    from cs2cap_account.rotation._event import RotationEvent, SinkFailure
 
 __all__ = ["ATTEMPTS", "Publisher", "checked_sinks"]
 
@@ -109,6 +112,8 @@ class Publisher:
         return None if done is None else done.key_id
 
     async def _publish_one(self, sink: KeySink, event: RotationEvent) -> SinkFailure | None:
+        from cs2cap_account.rotation._event import SinkFailure
+
         name = sink_name(sink)
         try:
             async for attempt in retrying(attempts=ATTEMPTS, clock=self._clock):

@@ -17,6 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -163,18 +164,25 @@ AWS_CREDENTIALS: dict[str, Any] = {
 }
 
 
-def aws_client(endpoint_url: str) -> Any:
-    """An aiobotocore secretsmanager client (an async context manager) for `endpoint_url`.
+@asynccontextmanager
+async def aws_client(endpoint_url: str) -> AsyncIterator[Any]:
+    """An aiobotocore secretsmanager client for `endpoint_url`.
 
     Real signing; botocore's own retries off, so the sink's retries are the ones tested.
+    botocore's DEBUG logs of what the test itself reads back are redacted as the sink's
+    are (the audit reads every record).
     """
     from aiobotocore.config import AioConfig
     from aiobotocore.session import get_session
 
+    from cs2cap_account.sinks._aws import _redact_botocore_logs
+
     config = AioConfig(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=5)
-    return get_session().create_client(
+    async with get_session().create_client(
         "secretsmanager", endpoint_url=endpoint_url, config=config, **AWS_CREDENTIALS
-    )
+    ) as client:
+        _redact_botocore_logs()
+        yield client
 
 
 @pytest.fixture
