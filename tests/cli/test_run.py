@@ -41,7 +41,7 @@ async def _until(path: Path, count: int) -> list[str]:
     """The file's lines once it has `count` of them (bounded by TIMEOUT)."""
 
     async def wait() -> list[str]:
-        while len(lines := _lines(path)) < count:
+        while len(lines := _lines(path)) < count:  # noqa: ASYNC110 - another process writes it
             await asyncio.sleep(0.02)
         return lines
 

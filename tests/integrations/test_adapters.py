@@ -38,6 +38,7 @@ async def test_every_call_succeeds_while_the_key_rotates_under_a_busy_client(
     rotations = [0]
     caught_up = [0] * 8  # per worker: the rotations its latest finished call started after
     done = asyncio.Event()
+    progress = asyncio.Event()
     async with CALLERS[adapter](rotator) as get_:
         get: Callable[[str], Awaitable[int]] = get_  # type: ignore[assignment]
 
@@ -49,12 +50,14 @@ async def test_every_call_succeeds_while_the_key_rotates_under_a_busy_client(
                 except Exception as exc:  # a failed call fails the test, with its reason
                     errors.append(exc)
                 caught_up[index] = started_after
+                progress.set()
 
         workers = [asyncio.ensure_future(worker(i)) for i in range(8)]
 
         async def every_worker_caught_up() -> None:
             while min(caught_up) < rotations[0]:
-                await asyncio.sleep(0.001)
+                progress.clear()
+                await progress.wait()
 
         for _ in range(3):
             await asyncio.wait_for(every_worker_caught_up(), BOUND)
