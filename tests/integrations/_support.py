@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import aiohttp
 import httpx
@@ -12,11 +12,9 @@ from cs2cap_account import KeyRotator
 from cs2cap_account.integrations.aiohttp import KeyMiddleware
 from cs2cap_account.integrations.httpx import KeyAuth
 
-Get = Callable[[str], "AbstractAsyncContextManager[int]"]
-
 
 @asynccontextmanager
-async def aiohttp_caller(rotator: KeyRotator) -> AsyncIterator[Callable[[str], object]]:
+async def aiohttp_caller(rotator: KeyRotator) -> AsyncIterator[Callable[[str], Awaitable[int]]]:
     """An aiohttp session with `KeyMiddleware`; yields `get(url) -> status`."""
     async with aiohttp.ClientSession(middlewares=(KeyMiddleware(rotator),)) as session:
 
@@ -29,7 +27,7 @@ async def aiohttp_caller(rotator: KeyRotator) -> AsyncIterator[Callable[[str], o
 
 
 @asynccontextmanager
-async def httpx_caller(rotator: KeyRotator) -> AsyncIterator[Callable[[str], object]]:
+async def httpx_caller(rotator: KeyRotator) -> AsyncIterator[Callable[[str], Awaitable[int]]]:
     """An httpx.AsyncClient with `KeyAuth`; yields `get(url) -> status`."""
     async with httpx.AsyncClient(auth=KeyAuth(rotator)) as client:
 

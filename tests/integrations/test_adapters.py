@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -39,8 +38,7 @@ async def test_every_call_succeeds_while_the_key_rotates_under_a_busy_client(
     caught_up = [0] * 8  # per worker: the rotations its latest finished call started after
     done = asyncio.Event()
     progress = asyncio.Event()
-    async with CALLERS[adapter](rotator) as get_:
-        get: Callable[[str], Awaitable[int]] = get_  # type: ignore[assignment]
+    async with CALLERS[adapter](rotator) as get:
 
         async def worker(index: int) -> None:
             while not done.is_set():
@@ -91,7 +89,7 @@ async def test_a_401_reloads_the_key_another_process_saved_and_resends_once(
         assert here.current_key != event.new_key
         calls_before = tcp_fake.requests.get("get_key", 0)
         async with CALLERS[adapter](here) as get:
-            status = await get(f"{tcp_fake.base_url}/account/key")  # type: ignore[operator]
+            status = await get(f"{tcp_fake.base_url}/account/key")
         assert status == 200
         assert tcp_fake.requests.get("get_key", 0) - calls_before == 2, "refused, then resent"
         assert tcp_fake.reissues == 1
@@ -111,7 +109,7 @@ async def test_a_401_with_no_newer_key_stands(
         await _initialise(rotator)
         await outside.reissue_key()
         async with CALLERS[adapter](rotator) as get:
-            status = await get(f"{tcp_fake.base_url}/account/key")  # type: ignore[operator]
+            status = await get(f"{tcp_fake.base_url}/account/key")
     assert status == 401
     assert tcp_fake.reissues == 1, "the one made outside; none by the adapter"
 
