@@ -63,5 +63,7 @@ def bench(session: nox.Session) -> None:
     Pass the script's options after `--`, e.g. `nox -s bench -- --quick` or
     `nox -s bench -- --only 1,2 --markdown bench.md`.
     """
-    session.install(".[bench]")
+    session.install(".[bench,aws,services]")
     session.run("python", "tests/benchmarks/run.py", *session.posargs)
+    # Latency from the save of a new key to each sink (moto, OpenBao, a file, a command).
+    session.run("python", "tests/benchmarks/sinks.py")
