@@ -66,4 +66,4 @@ def bench(session: nox.Session) -> None:
     session.install(".[bench,aws,services]")
     session.run("python", "tests/benchmarks/run.py", *session.posargs)
     # Latency from the save of a new key to each sink (moto, OpenBao, a file, a command).
-    session.run("python", "tests/benchmarks/sinks.py")
+    session.run("python", "tests/benchmarks/sink_latency.py")

@@ -1,6 +1,6 @@
 """Latency from the save of a new key to its arrival in each sink: median and p99.
 
-    python tests/benchmarks/sinks.py [--rotations N] [--markdown FILE]
+    python tests/benchmarks/sink_latency.py [--rotations N] [--markdown FILE]
 
 (also run by `nox -s bench`). Each rotation reissues against the fake API in-process,
 saves to a `FileKeyStore`, verifies, then publishes to four sinks at once: a `FileSink`,
@@ -37,7 +37,7 @@ from cs2cap_account.sinks import (
 )
 from cs2cap_account.testing import FakeCS2CapAPI
 
-BAO_TOKEN: Final = "bench-root-token"  # a dev server's root token  # noqa: S105
+BAO_TOKEN: Final = "bench-root-token"  # a dev server's root token
 AWS: Final = {
     "region_name": "us-east-1",
     "aws_access_key_id": "bench",
