@@ -28,8 +28,14 @@ async def aiohttp_caller(rotator: KeyRotator) -> AsyncIterator[Callable[[str], A
 
 @asynccontextmanager
 async def httpx_caller(rotator: KeyRotator) -> AsyncIterator[Callable[[str], Awaitable[int]]]:
-    """An httpx.AsyncClient with `KeyAuth`; yields `get(url) -> status`."""
-    async with httpx.AsyncClient(auth=KeyAuth(rotator)) as client:
+    """An httpx.AsyncClient with `KeyAuth`; yields `get(url) -> status`.
+
+    Without keep-alive: under load, httpcore's pool can spin on a reused connection's
+    lock (a stall inside httpcore, with or without auth); a connection per request
+    keeps the test about the key.
+    """
+    limits = httpx.Limits(max_keepalive_connections=0)
+    async with httpx.AsyncClient(auth=KeyAuth(rotator), limits=limits) as client:
 
         async def get(url: str) -> int:
             return (await client.get(url)).status_code

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import sys
+from collections.abc import Awaitable
 from typing import Any
 
 import httpx
@@ -47,22 +49,25 @@ async def test_every_call_succeeds_while_the_key_rotates_under_a_busy_client(
                     statuses.append(await get(url))
                 except Exception as exc:  # a failed call fails the test, with its reason
                     errors.append(exc)
+                    done.set()
                 caught_up[index] = started_after
                 progress.set()
 
         workers = [asyncio.ensure_future(worker(i)) for i in range(8)]
 
         async def every_worker_caught_up() -> None:
-            while min(caught_up) < rotations[0]:
+            while min(caught_up) < rotations[0] and not errors:
                 progress.clear()
                 await progress.wait()
 
         for _ in range(3):
-            await asyncio.wait_for(every_worker_caught_up(), BOUND)
+            await _bounded(every_worker_caught_up())
+            if errors:
+                break
             await asyncio.sleep(0.005)  # calls in flight across the reissue
             await rotator.rotate_now()
             rotations[0] += 1
-        await asyncio.wait_for(every_worker_caught_up(), BOUND)
+        await _bounded(every_worker_caught_up())
         done.set()
         await asyncio.gather(*workers)
     assert errors == []
@@ -133,3 +138,31 @@ def test_key_auth_refuses_a_sync_client(adapter: str, fake_client: AccountClient
     auth = KeyAuth(KeyRotator(fake_client))
     with httpx.Client(auth=auth) as client, pytest.raises(RuntimeError, match="AsyncClient"):
         client.get("http://127.0.0.1:9/")
+
+
+async def _bounded(aw: Awaitable[None]) -> None:
+    """`aw` within BOUND seconds; on a timeout, the stuck workers' stacks go to stderr."""
+    try:
+        await asyncio.wait_for(aw, BOUND)
+    except asyncio.TimeoutError:
+        for task in asyncio.all_tasks():
+            if "worker" in repr(task.get_coro()):
+                print(_await_chain(task.get_coro()), file=sys.stderr)
+        raise
+
+
+def _await_chain(coro: object) -> str:
+    """Where a stuck coroutine waits: every frame down its await chain."""
+    lines = []
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None)
+        if frame is not None:
+            lines.append(f"{frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
+        else:
+            lines.append(repr(coro))
+        coro = (
+            getattr(coro, "cr_await", None)
+            or getattr(coro, "ag_await", None)
+            or getattr(coro, "gi_yieldfrom", None)
+        )
+    return "\n".join(lines)
