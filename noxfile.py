@@ -11,7 +11,7 @@ nox.options.default_venv_backend = "venv"
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite (with branch coverage) against the installed package."""
-    session.install(".[test,redis,crypto]")
+    session.install(".[test,redis,crypto,aws,httpx,cs2cap,services]")
     session.run("pytest", *session.posargs)
 
 
@@ -26,7 +26,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """Mypy --strict over the package and the tests."""
-    session.install("-e", ".[test,redis,crypto]", "mypy>=1.10", "nox")
+    session.install("-e", ".[test,redis,crypto,aws,httpx,cs2cap]", "mypy>=1.10", "nox")
     session.run("mypy")
 
 
@@ -66,7 +66,9 @@ def bench(session: nox.Session) -> None:
     Pass the script's options after `--`, e.g. `nox -s bench -- --quick` or
     `nox -s bench -- --only 1,2 --markdown bench.md`.
     """
-    session.install(".[bench]")
+    session.install(".[bench,aws,services]")
     session.run("python", "tests/benchmarks/run.py", *session.posargs)
     session.install(".[redis]")
     session.run("python", "tests/benchmarks/redis_topologies.py")
+    # Latency from the save of a new key to each sink (moto, OpenBao, a file, a command).
+    session.run("python", "tests/benchmarks/sink_latency.py")

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import subprocess
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator
 from typing import Any
 
@@ -127,12 +129,26 @@ def _auditing_exit(audit: KeyAudit, exit_: Callable[..., bool]) -> Callable[...,
     return __exit__
 
 
+def _auditing_popen(audit: KeyAudit, init: Callable[..., None]) -> Callable[..., None]:
+    """Wrap `subprocess.Popen.__init__` so every child's argv is checked (a key belongs in
+    its environment, never on a command line that `ps` shows).
+    """
+
+    def __init__(self: object, args: Any, *rest: Any, **kwargs: Any) -> None:
+        argv = [args] if isinstance(args, (str, bytes, os.PathLike)) else list(args)
+        audit.check(" ".join(map(os.fsdecode, argv)), "the argv of a subprocess")
+        init(self, args, *rest, **kwargs)
+
+    return __init__
+
+
 @pytest.fixture(autouse=True)
 def _no_key_leaks(request: pytest.FixtureRequest) -> Iterator[KeyAudit]:
     """Fail the test if a plaintext key issued by any `FakeCS2CapAPI` shows up in a log
     record (every record, DEBUG and up, via a handler on the root logger), an exception
     raised out of the test or caught by `pytest.raises` (its text, and the locals of its
-    frames as a reporter capturing locals would show them), the captured stdout/stderr,
+    frames as a reporter capturing locals would show them), the argv of any subprocess
+    started (by the test, the CLI, a `CommandSink` or `run`), the captured stdout/stderr,
     a span ended (OpenTelemetry's SDK) or a metrics exposition (`operable/_audit.py`).
     The verdict is given in `pytest_runtest_makereport`, phase by phase.
     """
@@ -143,6 +159,9 @@ def _no_key_leaks(request: pytest.FixtureRequest) -> Iterator[KeyAudit]:
         for cls, exit_ in _raises_classes():
             patch.setattr(cls, "__exit__", _auditing_exit(audit, exit_))
         audit_spans(audit, patch)  # every span ended, and (below) every metrics exposition
+        patch.setattr(
+            subprocess.Popen, "__init__", _auditing_popen(audit, subprocess.Popen.__init__)
+        )
         root = logging.getLogger()
         level = root.level
         root.addHandler(audit.handler)

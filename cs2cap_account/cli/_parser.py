@@ -218,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_key(top)
     _add_rotate(top)
     _add_status(top)
+    _add_run(top)
     _add_sub_keys(top)
     _add_mock_server(top)
     demo = _command(
@@ -346,6 +347,7 @@ def _add_rotate(top: Any) -> None:
         default="text",
         help="text lines, or one JSON object per line on stdout and stderr (default: %(default)s)",
     )
+    _sink_options(rotate)
     _api_options(rotate, json_output=False)
     rotate.set_defaults(run=_later("_rotate", "rotate", log_level="INFO"))
 
@@ -374,6 +376,77 @@ def _add_status(top: Any) -> None:
     )
     _api_options(status)
     status.set_defaults(run=_later("_status", "status"))
+
+
+def _sink_options(parser: argparse.ArgumentParser) -> None:
+    """Where each new key is delivered, besides the store (`cli/_sinks.py`)."""
+    parser.add_argument(
+        "--sink",
+        action="append",
+        metavar="SPEC",
+        help="also deliver each new key to aws-sm:SECRET_ID (AWS Secrets Manager; pip "
+        'install "cs2cap-account[aws]") or vault:URL/PATH (Vault KV v2 on the mount '
+        "secret, token in VAULT_TOKEN); repeatable",
+    )
+    parser.add_argument(
+        "--key-file", metavar="PATH", help="also write each new key to this file (mode 0600)"
+    )
+    parser.add_argument(
+        "--key-file-format",
+        choices=("raw", "env", "json"),
+        default="raw",
+        help="the --key-file's format: the key alone, CS2C_API_KEY=..., or JSON "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--exec",
+        dest="exec_command",
+        metavar="CMD",
+        help=f"also run CMD after each new key, with the key in {API_KEY_ENV}",
+    )
+
+
+def _add_run(top: Any) -> None:
+    run = _command(
+        top,
+        "run",
+        help="run a command with the current key, restarting it on each new one",
+        description=f"Run CMD with the root key in {API_KEY_ENV} (never on its command "
+        "line), follow the store, and restart CMD with each new key, or send it a signal "
+        "(--on-rotate signal:HUP) if it re-reads the key itself. SIGINT and SIGTERM are "
+        "passed on to CMD; run exits with CMD's status. It never rotates: run `rotate` "
+        "beside it.",
+    )
+    where = run.add_mutually_exclusive_group(required=True)
+    where.add_argument("--store", metavar="PATH", help="the key file (FileKeyStore)")
+    where.add_argument("--redis", metavar="URL", help="the key in Redis (RedisKeyStore)")
+    run.add_argument(
+        "--on-rotate",
+        type=_on_rotate,
+        default="restart",
+        metavar="restart|signal:NAME",
+        help="what a new key does to CMD (default: %(default)s)",
+    )
+    run.add_argument(
+        "--check-interval",
+        type=_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="how often to look at the store (Redis announces changes at once; "
+        "default: %(default)g)",
+    )
+    _api_options(run, json_output=False)
+    run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS...")
+    run.set_defaults(run=_later("_supervise", "run", log_level="INFO"))
+
+
+def _on_rotate(text: str) -> Any:
+    from cs2cap_account.cli._supervise import parse_on_rotate
+
+    try:
+        return parse_on_rotate(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _add_sub_keys(top: Any) -> None:

@@ -24,6 +24,7 @@ from cs2cap_account.cli._common import (
 )
 from cs2cap_account.cli._exit import UsageError
 from cs2cap_account.cli._format import ago
+from cs2cap_account.cli._sinks import sinks_from_args
 from cs2cap_account.rotation import KeyRotator, RotationEvent
 from cs2cap_account.stores import KeyStore
 
@@ -57,6 +58,7 @@ async def rotate(args: argparse.Namespace, out: TextIO) -> int:
                 check_interval=args.check_interval,
                 recovery_token=token,
                 recreate_sub_keys=args.recreate_sub_keys,
+                sinks=sinks_from_args(args),
             )
 
             def report(event: RotationEvent) -> None:

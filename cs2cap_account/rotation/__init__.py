@@ -1,6 +1,6 @@
 """Root-key rotation: `KeyRotator`, the events it announces, its status, and its `Step`s."""
 
-from cs2cap_account.rotation._event import CallbackFailure, RotationEvent
+from cs2cap_account.rotation._event import CallbackFailure, RotationEvent, SinkFailure
 from cs2cap_account.rotation._failure import (
     FailureEvent,
     KeyState,
@@ -27,5 +27,6 @@ __all__ = [
     "RotationRecovered",
     "RotationStage",
     "RotatorStatus",
+    "SinkFailure",
     "Step",
 ]

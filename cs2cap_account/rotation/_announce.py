@@ -1,7 +1,9 @@
-"""Telling this process about a new key (step 9): callbacks, then `events()` subscribers.
+"""Telling about a new key (step 9): the key sinks, then callbacks, then `events()`.
 
 Once per key id in a process, whether the key was rotated here or adopted from the
-store.
+store. A sink that missed a key (it failed, or this process has not published to it
+yet: a restart, an adoption that was no news) is published to again by `republish()`,
+which every check calls.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from cs2cap_account.rotation._callbacks import Callback, run_callbacks
 from cs2cap_account.rotation._event import RotationEvent
 from cs2cap_account.rotation._failure import FailureEvent
 from cs2cap_account.rotation._holding import Holding
+from cs2cap_account.sinks._publish import Publisher
 
 __all__ = ["Announcer"]
 
@@ -33,6 +36,7 @@ class Announcer:
     _holding: Holding
     _clock: Clock
     _timeout: float
+    publisher: Publisher
     callbacks: list[Callback] = attrs.field(factory=list)
     _subscribers: set[asyncio.Queue[RotationEvent]] = attrs.field(factory=set)
     failure_callbacks: list[Callable[[FailureEvent], object]] = attrs.field(factory=list)
@@ -43,7 +47,7 @@ class Announcer:
     watchers: list[Callable[[RotationEvent | FailureEvent], None]] = attrs.field(factory=list)
 
     async def announce(self, event: RotationEvent) -> RotationEvent:
-        """9. Callbacks, then `events()` subscribers; once per key id in this process."""
+        """9. Sinks, callbacks, then `events()` subscribers; once per key id in this process."""
         if event.key_id in self._holding.announced:
             return event
         self._holding.announced.add(event.key_id)
@@ -51,6 +55,10 @@ class Announcer:
         # moved returns this event rather than reissuing again (its callback_errors then
         # are those known so far: none).
         self._holding.last_event = event
+        sink_errors = await self.publisher.publish(event)
+        if sink_errors:
+            event = attrs.evolve(event, sink_errors=sink_errors)
+            self._holding.last_event = event
         failures = await run_callbacks(
             self.callbacks,
             event,
@@ -71,6 +79,30 @@ class Announcer:
             event.reason,
         )
         return event
+
+    async def republish(self) -> None:
+        """Publish the stored key held here to every sink that has not been given it.
+
+        Only a key announced here (or known here from the start) is: never one held only
+        in memory, nor one a rotation in flight has yet to verify. Nothing here raises.
+        """
+        holding = self._holding
+        key_id = holding.key_id
+        if key_id is None or holding.unsaved is not None or key_id not in holding.announced:
+            return
+        if not self.publisher.behind(key_id):
+            return
+        event = holding.last_event
+        if event is None or event.key_id != key_id:
+            event = RotationEvent(
+                new_key=holding.key,
+                key_id=key_id,
+                previous_key_id=None,
+                generation=holding.generation,
+                rotated_at=self._clock.now(),
+                reason="republished",
+            )
+        await self.publisher.publish(event)
 
     async def events(self) -> AsyncGenerator[RotationEvent, None]:
         """Every event from the moment iteration starts, as it is announced."""

@@ -10,7 +10,7 @@ import attrs
 from cs2cap_account._models import CreatedSubKey
 from cs2cap_account._secret import SecretKey
 
-__all__ = ["CallbackFailure", "RotationEvent"]
+__all__ = ["CallbackFailure", "RotationEvent", "SinkFailure"]
 
 
 @attrs.frozen
@@ -23,15 +23,28 @@ class CallbackFailure:
 
 
 @attrs.frozen
+class SinkFailure:
+    """A key sink that still failed after its retries; it is published again later.
+
+    `sink` is the sink's name (`KeySink.name`).
+    """
+
+    sink: str
+    error: BaseException
+    attempts: int
+
+
+@attrs.frozen
 class RotationEvent:
     """A new root key is in force: saved in the store and used by the client.
 
     `generation` counts rotations in the store. `sub_keys` holds the child keys
     re-created after the rotation, by name. `callback_errors` lists the callbacks that
     failed (the rotation stands regardless); `sub_key_errors` the children that could not
-    be re-created. `reason` is what started it: `"manual"` (or the caller's text),
-    `"max_age"`, `"before_expiry"`, `"recovery"`, or `"adopted"` when another process
-    rotated and this one took over its key.
+    be re-created; `sink_errors` the key sinks that could not be published to (each is
+    published to again at the rotator's next check). `reason` is what started it:
+    `"manual"` (or the caller's text), `"max_age"`, `"before_expiry"`, `"recovery"`, or
+    `"adopted"` when another process rotated and this one took over its key.
     """
 
     new_key: SecretKey
@@ -43,3 +56,4 @@ class RotationEvent:
     sub_keys: Mapping[str, CreatedSubKey] = attrs.field(factory=dict)
     callback_errors: tuple[CallbackFailure, ...] = ()
     sub_key_errors: Mapping[str, BaseException] = attrs.field(factory=dict)
+    sink_errors: tuple[SinkFailure, ...] = ()

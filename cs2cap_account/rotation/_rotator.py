@@ -19,7 +19,7 @@ import asyncio
 import datetime as dt
 import functools
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, Literal, overload
 
@@ -54,6 +54,8 @@ from cs2cap_account.rotation._status import RotatorStatus
 from cs2cap_account.rotation._steps import StepHooks
 from cs2cap_account.rotation._store_io import StoreIO
 from cs2cap_account.rotation._tasks import Background, finish_even_if_cancelled
+from cs2cap_account.sinks._protocol import KeySink
+from cs2cap_account.sinks._publish import Publisher, checked_sinks
 from cs2cap_account.stores._memory import MemoryKeyStore
 from cs2cap_account.stores._protocol import KeyStore
 
@@ -103,6 +105,8 @@ class KeyRotator:
     saved in `store` before anything else learns of it. With `recovery_token` (a session
     JWT) a reissue whose response was lost is recovered; without, the rotator stops and
     says what to do. `recreate_sub_keys` re-creates the child keys a reissue revokes.
+    Each new key is published to `sinks` (`cs2cap_account.sinks`) once saved and
+    verified, before the callbacks; each attempt within `callback_timeout`.
     """
 
     def __init__(
@@ -117,6 +121,7 @@ class KeyRotator:
         recovery_token: str | SecretKey | None = None,
         recreate_sub_keys: bool = False,
         callback_timeout: float = 30.0,
+        sinks: Iterable[KeySink] | None = None,
     ) -> None:
         token = checked_token(recovery_token, "recovery_token")
         # The plaintext stays in the SecretKey alone, not in this frame's locals, which an
@@ -136,7 +141,9 @@ class KeyRotator:
         self._io = StoreIO(self._store, self._clock)
         self._holding = Holding(client)
         self._recovery = Recovery(client, token)
-        self._announcer = Announcer(self._holding, self._clock, callback_timeout)
+        # Each new key goes to the sinks (cs2cap_account.sinks) before the callbacks.
+        self._publisher = Publisher(checked_sinks(sinks), self._clock, callback_timeout)
+        self._announcer = Announcer(self._holding, self._clock, callback_timeout, self._publisher)
         self._steps = StepHooks()  # the crash-test seam: cs2cap_account.testing.after_step
         self._background = Background()
         self._protocol = Protocol(
@@ -341,6 +348,7 @@ class KeyRotator:
         Returns the event of a rotation this check finished, adopted or made, if any.
         """
         caught_up = await self._catch_up.catch_up()
+        await self._announcer.republish()  # a sink that missed the key held gets it now
         if self._holding.halted is not None:
             logger.error("not rotating: %s", self._holding.halted)
             return caught_up
