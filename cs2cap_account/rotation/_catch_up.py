@@ -261,7 +261,11 @@ class CatchUp:
         self._holding.unsaved = None
 
     async def _adopt(self, record: KeyRecord) -> RotationEvent | None:
-        """Hold the stored key; announce it if it is new to this process."""
+        """Hold the stored key; announce it if it is new to this process.
+
+        Everything the announcement needs is in the record (the child keys' metadata
+        included), so adopting sends no request: a fleet of followers costs the API nothing.
+        """
         news = adoption_is_news(
             record, self._holding.held(), sends_stored_key=self._holding.sends(record)
         )
@@ -274,11 +278,13 @@ class CatchUp:
         logger.info("adopting generation %d of the root key from the store", record.generation)
         made: dict[str, CreatedSubKey] = {}
         for name, stored in record.sub_keys.items():
-            try:
-                detail = await self._client.sub_keys.get(stored.id)
-            except CS2CapError:
-                continue
-            made[name] = CreatedSubKey(key=stored.key, key_info=detail.key)
+            info = stored.info
+            if info is None:  # a record written before child metadata was kept
+                try:
+                    info = (await self._client.sub_keys.get(stored.id)).key
+                except CS2CapError:
+                    continue
+            made[name] = CreatedSubKey(key=stored.key, key_info=info)
         event = RotationEvent(
             new_key=record.key,
             key_id=record.key_id,

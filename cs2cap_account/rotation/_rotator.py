@@ -26,6 +26,8 @@ import attrs
 
 from cs2cap_account._client import AccountClient
 from cs2cap_account._models import KeyInfo
+from cs2cap_account._ratelimit import ROTATION_RESERVE, rotation_requests
+from cs2cap_account._retry import backoff_capped_at, before_each_wait, retrying
 from cs2cap_account._secret import SecretKey
 from cs2cap_account.errors import AuthenticationError, StoreError
 from cs2cap_account.rotation._announce import Announcer
@@ -45,12 +47,13 @@ from cs2cap_account.rotation._holding import Holding
 from cs2cap_account.rotation._loops import follow, schedule
 from cs2cap_account.rotation._protocol import Protocol, key_expired
 from cs2cap_account.rotation._recovery import Recovery
-from cs2cap_account.rotation._schedule import due
+from cs2cap_account.rotation._schedule import due, server_check_due, stored_key_info
 from cs2cap_account.rotation._steps import StepHooks
 from cs2cap_account.rotation._store_io import StoreIO
 from cs2cap_account.rotation._tasks import Background, finish_even_if_cancelled
 from cs2cap_account.stores._memory import MemoryKeyStore
 from cs2cap_account.stores._protocol import KeyStore
+from cs2cap_account.stores._record import KeyRecord
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -58,6 +61,10 @@ if TYPE_CHECKING:
 __all__ = ["KeyRotator"]
 
 logger: Final = logging.getLogger("cs2cap_account.rotation")
+
+READY_WAIT: Final = 10.0
+"""Seconds `async with rotator:` waits for the key store before going on without it."""
+_ENTER_BACKOFF_CAP: Final = 30.0  # seconds between tries to read an unreachable store
 
 
 class KeyRotator:
@@ -136,7 +143,11 @@ class KeyRotator:
         )
         self._inflight: asyncio.Task[RotationEvent] | None = None
         self._loop_task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        self._entry_error: BaseException | None = None
         client.on_unauthorized(self._after_refusal)
+        # Ordinary calls leave a few sends of each window to the rotator's requests.
+        client._reserve_for_rotation(ROTATION_RESERVE)
 
     def __repr__(self) -> str:
         if not hasattr(self, "_holding"):  # a half-built rotator, shown in captured locals
@@ -197,9 +208,78 @@ class KeyRotator:
         If the store can announce changes (`store.changes()`, e.g. Redis), the rotator also
         follows them, adopting another process's new key as soon as it is saved.
         Use `start()`/`stop()` or `async with rotator:`, or hand this to a TaskGroup.
+
+        It first learns the key in force (`wait_ready()`): it reads the store, adopts a
+        newer key, resumes an open journal; a store that cannot be read is tried again
+        with backoff until it can. Its requests go ahead of ordinary calls.
         """
+        with rotation_requests():
+            await self._enter()
+            await self._loops()
+
+    async def _enter(self) -> None:
+        """Catch up with the store until that succeeds; then the rotator is ready."""
+        async for attempt in retrying(
+            attempts=None,
+            clock=self._clock,
+            wait=backoff_capped_at(min(_ENTER_BACKOFF_CAP, self._check_interval)),
+            before_sleep=before_each_wait(self._log_failed_entry),
+        ):
+            with attempt:
+                try:
+                    await self._catch_up.catch_up()
+                except Exception as exc:
+                    self._entry_error = exc
+                    raise
+        self._entry_error = None
+        self._ready.set()
+
+    def _log_failed_entry(self, error: BaseException | None, wait: float) -> None:
+        logger.error(
+            "rotation check failed: the root key in force could not be learnt from the "
+            "store (%s); next try in %.1f s",
+            error,
+            wait,
+        )
+
+    async def wait_ready(self, timeout: float = READY_WAIT) -> bool:
+        """Wait until the key in force is known: True, or False after `timeout` seconds.
+
+        Known means the running rotator (`start()`) read the store, adopted a newer key
+        and resumed an open journal; `current_key` is then the stored key. A store that
+        cannot be read is retried in the background; after `timeout` (on the client's
+        clock) this returns False, logging why, and the client keeps its own key until
+        the store answers.
+        """
+        timeout = checked_seconds(timeout, "timeout")
+        if self._ready.is_set():
+            return True
+        self.start()
+        ready = asyncio.ensure_future(self._ready.wait())
+        bound = asyncio.ensure_future(self._clock.sleep(timeout))
+        try:
+            await asyncio.wait({ready, bound}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+            bound.cancel()
+        if self._ready.is_set():
+            return True
+        logger.warning(
+            "going on with the client's root key %s: the key in force could not be learnt "
+            "from the store within %g s (%s); still trying in the background",
+            self._holding.key_id or "(not yet stored)",
+            timeout,
+            self._entry_error or "no answer yet",
+        )
+        return False
+
+    async def _loops(self) -> None:
+        """The schedule, and following the store's changes if it announces them."""
         checks = schedule(
-            self.check, clock=self._clock, interval=self._check_interval, jitter=self._jitter
+            self._scheduled_check,
+            clock=self._clock,
+            interval=self._check_interval,
+            jitter=self._jitter,
         )
         changes: Callable[[], AsyncIterator[int]] | None = getattr(self._store, "changes", None)
         if changes is None:
@@ -214,7 +294,10 @@ class KeyRotator:
         await asyncio.gather(checks, following)
 
     def start(self) -> asyncio.Task[None]:
-        """Run the schedule in a background task (once) and return it."""
+        """Run the schedule in a background task (once) and return it.
+
+        `await rotator.wait_ready()` then returns once the key in force is known.
+        """
         if self._loop_task is None or self._loop_task.done():
             self._loop_task = asyncio.ensure_future(self.run())
         return self._loop_task
@@ -234,7 +317,9 @@ class KeyRotator:
         self._loop_task = None
 
     async def __aenter__(self) -> KeyRotator:
+        """Start, and return once the key in force is known (or `READY_WAIT` passed)."""
         self.start()
+        await self.wait_ready()
         return self
 
     async def __aexit__(
@@ -255,13 +340,25 @@ class KeyRotator:
         """One scheduled check: catch up with the store, then rotate if the key is due.
 
         Returns the event of a rotation this check finished, adopted or made, if any.
+        It asks the server about the key. The checks of the schedule (`run()`) mostly do
+        not: one per fleet and `check_interval` does (`_schedule.server_check_due`), and
+        writes what it learnt into the store, from which the others compute the schedule;
+        a key that looks due by the record is confirmed with the server before rotating.
         """
+        with rotation_requests():
+            return await self._check(shared=False)
+
+    async def _scheduled_check(self) -> RotationEvent | None:
+        """A check of the schedule: the key's metadata from the store, mostly."""
+        return await self._check(shared=True)
+
+    async def _check(self, *, shared: bool) -> RotationEvent | None:
         caught_up = await self._catch_up.catch_up()
         if self._holding.halted is not None:
             logger.error("not rotating: %s", self._holding.halted)
             return caught_up
         try:
-            info = await self._client.get_key()
+            info = await self._key_info(shared=shared)
         except AuthenticationError as exc:
             if not key_expired(exc):
                 raise
@@ -273,8 +370,52 @@ class KeyRotator:
         logger.info("root key %s is due for rotation (%s)", info.id, reason)
         return await self.rotate_now(reason)
 
-    def _due(self, info: KeyInfo) -> str | None:
-        """Whether the key `info` describes is due, on the server's clock (`_schedule`)."""
+    async def _key_info(self, *, shared: bool) -> KeyInfo:
+        """The key's metadata: from the stored record, or else from the server.
+
+        The server is asked once per fleet and interval, or to confirm that a key is due;
+        what it says is written back into the record for the others. Not `shared`: the
+        server is asked in any case.
+        """
+        if shared:
+            stored = self._from_store(await self._io.load())
+            if stored is not None:
+                return stored
+        async with self._store.lock():
+            record = await self._io.load()
+            stored = self._from_store(record) if shared else None
+            if stored is not None:
+                return stored  # another process asked the server meanwhile
+            info = await self._client.get_key()
+            if record is not None and record.key_id == info.id and self._holding.sends(record):
+                checked = attrs.evolve(record, key_info=info, checked_at=self._clock.now())
+                try:
+                    await self._io.write(checked, record.generation)
+                except StoreError as exc:
+                    logger.warning("could not store the key's metadata (%s)", exc)
+            return info
+
+    def _from_store(self, record: KeyRecord | None) -> KeyInfo | None:
+        """The stored metadata of the key held here, if it will do for this check.
+
+        It will unless the fleet's server check is due, or the key looks due by it (then
+        the server's clock, not this process's, decides).
+        """
+        held = self._holding.key_id
+        stored = stored_key_info(record, held)
+        if stored is None or server_check_due(
+            record, held, now=self._clock.now(), interval=self._check_interval
+        ):
+            return None
+        return stored if self._due(stored, from_store=True) is None else None
+
+    def _due(self, info: KeyInfo, *, from_store: bool = False) -> str | None:
+        """Whether the key `info` describes is due, on the server's clock (`_schedule`).
+
+        `from_store`: `info` comes from the stored record, so there is no `Date` to
+        measure against; the local clock stands in (and the server confirms before a
+        rotation).
+        """
         seen = self._seen
         if seen is None or seen.key_id != info.id:
             # The first key seen has been in use for who knows how long; a later one
@@ -284,7 +425,7 @@ class KeyRotator:
         held_for = None if seen.since is None else self._clock.monotonic() - seen.since
         verdict = due(
             info,
-            server_now=self._client.server_date,
+            server_now=None if from_store else self._client.server_date,
             local_now=self._clock.now(),
             max_age=self._max_age,
             before_expiry=self._before_expiry,
