@@ -443,7 +443,14 @@ class KeyRotator:
         return verdict.reason
 
     async def _rotate(self, reason: str, held: SecretKey) -> RotationEvent:
-        """Under the store's lock: catch up, then rotate unless that already moved the key."""
+        """Under the store's lock: catch up, then rotate unless that already moved the key.
+
+        Its requests are the rotator's own: they go ahead of ordinary calls.
+        """
+        with rotation_requests():
+            return await self._rotate_locked(reason, held)
+
+    async def _rotate_locked(self, reason: str, held: SecretKey) -> RotationEvent:
         async with self._store.lock():
             event = await self._catch_up.locked()
             if self.current_key != held:
@@ -463,7 +470,8 @@ class KeyRotator:
         key was refused (`AuthenticationError`), not that the store is down.
         """
         try:
-            return await self._catch_up.after_refusal(self._inflight)
+            with rotation_requests():  # its probes are the rotator's own requests
+                return await self._catch_up.after_refusal(self._inflight)
         except StoreError as exc:
             logger.error("could not look for a newer key in the store after a 401 (%s)", exc)
             return None
