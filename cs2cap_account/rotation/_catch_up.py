@@ -9,6 +9,7 @@ never reissues on its own: only a lost key (with the recovery token) leads to a 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from typing import Any, Final
 
@@ -42,6 +43,9 @@ logger: Final = logging.getLogger("cs2cap_account.rotation")
 
 # Steps one look may take: probes, a closed journal, a key kept aside, fenced writes.
 _MAX_STEPS: Final = 8
+# A journal open this long (from its `started_at`) is taken for an abandoned rotation: a
+# follower then takes the lock to finish it, rather than wait for its rotator.
+STALE_JOURNAL: Final = dt.timedelta(seconds=60)
 
 
 @attrs.frozen
@@ -94,6 +98,29 @@ class CatchUp:
             return await self._adopt(record)
         async with self._io.store.lock():
             return await self.locked()
+
+    async def follow_up(self) -> bool:
+        """After a store change: catch up; True to look again at the next change.
+
+        A rotation in progress in another process (a journal open, younger than
+        `STALE_JOURNAL`) is left to it: if its new key is saved already, this process
+        sends it at once, and adopts and announces it (child keys included) when the
+        journal closes. Waiting for that rotator's lock instead would line the whole fleet
+        up behind it, one lease at a time. An older journal is finished under the lock.
+        """
+        record = await self._io.load()
+        pending = None if record is None else record.pending
+        if (
+            record is not None
+            and pending is not None
+            and self._clock.now() - pending.started_at < STALE_JOURNAL
+        ):
+            saved = record.generation > pending.from_generation
+            if saved and self._holding.unsaved is None and not self._holding.sends(record):
+                self._holding.hold(record)
+            return True
+        await self.catch_up()
+        return False
 
     async def locked(self) -> RotationEvent | None:
         """Carry out the steps the store calls for, up to the one that ends the look.

@@ -288,7 +288,7 @@ class KeyRotator:
         following = follow(
             changes,
             held_generation=lambda: self._holding.generation,
-            catch_up=self._catch_up.catch_up,
+            catch_up=self._catch_up.follow_up,
             clock=self._clock,
         )
         await asyncio.gather(checks, following)
