@@ -16,6 +16,7 @@ not (a window that ordinary traffic has filled cannot be jumped: the server woul
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import contextlib
 import contextvars
@@ -220,6 +221,25 @@ class SlidingWindowLimiter:
         """Count `count` requests as sent just now without waiting (sent before pacing began)."""
         now = self.clock.monotonic()
         self._window(credential).sent.extend(now for _ in range(count))
+
+    def settle(self, credential: Hashable, sent_at: float) -> None:
+        """A request counted at `sent_at` has been answered: count it from now instead.
+
+        The server counted it somewhere in between, and a burst of requests admitted at
+        once reaches it spread out over more than `guard` covers: counting each from its
+        answer keeps every one of them inside the server's window.
+        """
+        if not isinstance(self.clock, SystemClock):
+            return  # a virtual clock: no time passes while a request is in flight
+        window = self._windows.get(credential)
+        now = self.clock.monotonic()
+        if window is None or now <= sent_at:
+            return
+        try:
+            window.sent.remove(sent_at)
+        except ValueError:  # aged out already
+            return
+        bisect.insort(window.sent, now)
 
     def in_window(self, credential: Hashable = _DEFAULT_WINDOW) -> int:
         """How many sends of `credential` are inside its window now."""

@@ -370,15 +370,20 @@ class Session:
         attempt = 1
         switches = 0
         while True:
-            if deadline is None and self.shared.limiter is None:
+            limiter = self.shared.limiter
+            if deadline is None and limiter is None:
                 timeout = self.options.timeout  # nothing to wait for: skip _admit's await
             else:
                 timeout = await self._admit(method, path, deadline, token)
             sent_with = self.shared.credentials.current
+            admitted_at = clock.monotonic()
             try:
                 return await self._attempt(method, path, cl, params, data, token, attempt, timeout)
             except CS2CapError as exc:
                 error = exc
+            finally:
+                if limiter is not None:
+                    limiter.settle(token if token is not None else sent_with, admitted_at)
             if (
                 isinstance(error, AuthenticationError)
                 and token is None

@@ -9,6 +9,7 @@ import asyncio
 import pytest
 
 from cs2cap_account import FakeClock
+from cs2cap_account._clock import SystemClock
 from cs2cap_account._ratelimit import (
     SlidingWindowLimiter,
     in_rotation,
@@ -135,3 +136,44 @@ async def test_a_call_queued_for_a_replaced_credential_moves_to_the_new_window()
     assert await limiter.acquire(credential=lambda: current[0], deadline=clock.monotonic() + 1)
     assert clock.sleeps == []
     assert limiter.in_window("new") == 1
+
+
+class _Wall(SystemClock):
+    """The system clock, with a monotonic reading the test moves (no real waiting)."""
+
+    def __init__(self) -> None:
+        self.at = 5_000.0
+
+    def monotonic(self) -> float:
+        return self.at
+
+
+async def test_an_answered_request_counts_from_its_answer_on_the_system_clock() -> None:
+    """`settle()`: a request counted when it was admitted counts from its answer instead,
+    so that a burst the server receives spread out still fits its window; the window
+    stays in order. With a virtual clock nothing passes in flight, and nothing moves.
+    """
+    clock = _Wall()
+    limiter = SlidingWindowLimiter(3, clock=clock)
+    limiter.note_sent(1, credential="k")
+    clock.at += 0.5
+    limiter.note_sent(1, credential="k")
+    clock.at += 0.5  # the first request's answer comes after both were admitted
+    sent = limiter._windows["k"].sent
+    admitted, later = sent[0], sent[1]
+
+    limiter.settle("k", admitted)
+
+    assert sent[0] == later
+    assert sent[1] == clock.at
+    assert list(sent) == sorted(sent)
+    assert limiter.in_window("k") == 2
+    limiter.settle("k", -1.0)  # aged out already, or never counted: nothing to move
+    assert limiter.in_window("k") == 2
+
+    virtual = SlidingWindowLimiter(3, clock=FakeClock())
+    virtual.note_sent(1, credential="k")
+    stamp = virtual._windows["k"].sent[0]
+    virtual.clock.advance(5.0)  # type: ignore[attr-defined]
+    virtual.settle("k", stamp)
+    assert virtual._windows["k"].sent[0] == stamp
