@@ -58,10 +58,11 @@ def soak(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks against raw aiohttp, httpx and the official SDK: prints a Markdown table.
+    """Benchmarks against raw aiohttp, httpx and the official SDK, and rotation at scale.
 
-    Pass the script's options after `--`, e.g. `nox -s bench -- --quick` or
-    `nox -s bench -- --only 1,2 --markdown bench.md`.
+    Prints a Markdown table. The fleet workloads (7, 8, 10) start their own redis-server
+    (`redis-server` on PATH). Pass the script's options after `--`, e.g.
+    `nox -s bench -- --quick` or `nox -s bench -- --only 7,8 --markdown bench.md`.
     """
-    session.install(".[bench]")
+    session.install(".[bench,redis]")
     session.run("python", "tests/benchmarks/run.py", *session.posargs)

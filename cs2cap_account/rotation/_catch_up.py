@@ -89,7 +89,10 @@ class CatchUp:
         Adopting only reads the store, so it needs no lock: a fleet's followers switch
         together rather than one lease holder after another.
         """
-        record = await self._io.load()
+        return await self._from(await self._io.load())
+
+    async def _from(self, record: KeyRecord | None) -> RotationEvent | None:
+        """`catch_up()` with the record just loaded."""
         step = next_step(record, self._holding.held())
         if step in {Next.NOTHING_TO_DO, Next.WAIT_HALTED}:
             return None
@@ -119,7 +122,7 @@ class CatchUp:
             if saved and self._holding.unsaved is None and not self._holding.sends(record):
                 self._holding.hold(record)
             return True
-        await self.catch_up()
+        await self._from(record)
         return False
 
     async def locked(self) -> RotationEvent | None:

@@ -11,6 +11,7 @@ import datetime as dt
 import itertools
 import logging
 
+import attrs
 import pytest
 
 from cs2cap_account import (
@@ -25,6 +26,7 @@ from cs2cap_account import (
     StoreError,
 )
 from cs2cap_account._ratelimit import ROTATION_RESERVE
+from cs2cap_account.stores._record import PendingRotation
 from cs2cap_account.testing import FakeCS2CapAPI
 
 from ._support import ManualClock
@@ -241,3 +243,63 @@ async def test_entering_with_an_unreachable_store_goes_on_after_a_bounded_wait(
                 if await rotator.wait_ready(timeout=1.0):
                     break
             assert rotator.current_key == rotated.new_key
+
+
+async def test_a_follower_sends_a_saved_key_at_once_and_announces_it_when_the_journal_closes(
+    api: FakeCS2CapAPI, client: AccountClient, clock: FakeClock
+) -> None:
+    """A leader is paused right after saving its new key (journal still open). A follower
+    told of the change switches to the new key at once, without the lease and without a
+    request, and announces nothing yet; told again once the journal closed, it announces
+    the key. A journal abandoned for longer than `STALE_JOURNAL` is finished instead.
+    """
+    from cs2cap_account.rotation._catch_up import STALE_JOURNAL
+    from cs2cap_account.testing import after_step
+
+    store = MemoryKeyStore()
+    leader = KeyRotator(client, store=store)
+    await leader.check()
+    original = client.api_key
+    assert original is not None
+    saved, resume = asyncio.Event(), asyncio.Event()
+
+    async def pause(step: str) -> None:
+        if step == "saved":
+            saved.set()
+            await resume.wait()
+
+    after_step(leader, pause)
+    async with AccountClient(original, base_url=api.base_url, clock=clock) as other:
+        follower = KeyRotator(other, store=store)
+        seen: list[RotationEvent] = []
+        follower.on_rotate(seen.append)
+        await follower._catch_up.follow_up()  # it holds the stored key
+        rotation = asyncio.ensure_future(leader.rotate_now())
+        await asyncio.wait_for(saved.wait(), 5.0)
+        before = sum(api.requests.values())
+
+        assert await asyncio.wait_for(follower._catch_up.follow_up(), 5.0) is True
+        assert follower.current_key == leader.current_key != original
+        assert seen == []
+        assert sum(api.requests.values()) == before
+
+        resume.set()
+        event = await rotation
+        assert await follower._catch_up.follow_up() is False
+        assert [e.key_id for e in seen] == [event.key_id]
+
+        # A journal left open far longer than a rotation takes is finished by a follower.
+        stored = await store.load()
+        assert stored is not None and stored.pending is None
+        stale = dt.datetime.now(dt.timezone.utc) - 2 * STALE_JOURNAL
+        journal = PendingRotation(
+            from_generation=stored.generation - 1,
+            previous_key_id=stored.key_id,
+            reason="manual",
+            started_at=stale,
+        )
+        abandoned = attrs.evolve(stored, pending=journal)
+        await store.save(abandoned, expected_generation=stored.generation)
+        assert await follower._catch_up.follow_up() is False
+        finished = await store.load()
+        assert finished is not None and finished.pending is None
