@@ -377,23 +377,38 @@ class KeyRotator:
         what it says is written back into the record for the others. Not `shared`: the
         server is asked in any case.
         """
-        if shared:
-            stored = self._from_store(await self._io.load())
-            if stored is not None:
-                return stored
-        async with self._store.lock():
+        if not shared:
+            return await self._ask_server(await self._io.load())
+        if (stored := self._from_store(await self._io.load())) is not None:
+            return stored
+        async with self._store.lock():  # one process asks, the others wait and read
             record = await self._io.load()
-            stored = self._from_store(record) if shared else None
-            if stored is not None:
+            if (stored := self._from_store(record)) is not None:
                 return stored  # another process asked the server meanwhile
-            info = await self._client.get_key()
-            if record is not None and record.key_id == info.id and self._holding.sends(record):
-                checked = attrs.evolve(record, key_info=info, checked_at=self._clock.now())
-                try:
-                    await self._io.write(checked, record.generation)
-                except StoreError as exc:
-                    logger.warning("could not store the key's metadata (%s)", exc)
+            return await self._ask_server(record)
+
+    async def _ask_server(self, record: KeyRecord | None) -> KeyInfo:
+        """`GET /account/key`, and what it says written into `record` for the fleet.
+
+        Written only over the very record read (read again just before), with no journal
+        open: a write at the same generation must not take away what another writer
+        added meanwhile (a journal, a key kept aside).
+        """
+        info = await self._client.get_key()
+        if (
+            record is None
+            or record.pending is not None
+            or record.key_id != info.id
+            or not self._holding.sends(record)
+        ):
             return info
+        checked = attrs.evolve(record, key_info=info, checked_at=self._clock.now())
+        try:
+            if await self._io.load() == record:
+                await self._store.save(checked, expected_generation=record.generation)
+        except StoreError as exc:  # fenced by a newer save, or the store failed
+            logger.warning("could not store the key's metadata (%s)", exc)
+        return info
 
     def _from_store(self, record: KeyRecord | None) -> KeyInfo | None:
         """The stored metadata of the key held here, if it will do for this check.
