@@ -63,7 +63,8 @@ __all__ = ["KeyRotator"]
 logger: Final = logging.getLogger("cs2cap_account.rotation")
 
 READY_WAIT: Final = 10.0
-"""Seconds `async with rotator:` waits for the key store before going on without it."""
+"""Seconds `async with rotator:` waits, after a first try to read the store failed,
+before going on with the client's own key."""
 _ENTER_BACKOFF_CAP: Final = 30.0  # seconds between tries to read an unreachable store
 
 
@@ -144,6 +145,7 @@ class KeyRotator:
         self._inflight: asyncio.Task[RotationEvent] | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self._entry_failed = asyncio.Event()  # a try to learn the key in force failed
         self._entry_error: BaseException | None = None
         client.on_unauthorized(self._after_refusal)
         # Ordinary calls leave a few sends of each window to the rotator's requests.
@@ -230,6 +232,7 @@ class KeyRotator:
                     await self._catch_up.catch_up()
                 except Exception as exc:
                     self._entry_error = exc
+                    self._entry_failed.set()
                     raise
         self._entry_error = None
         self._ready.set()
@@ -245,18 +248,19 @@ class KeyRotator:
     async def wait_ready(self, timeout: float = READY_WAIT) -> bool:
         """Wait until the key in force is known: True, or False after `timeout` seconds.
 
-        Known means the running rotator (`start()`) read the store, adopted a newer key
-        and resumed an open journal; `current_key` is then the stored key. A store that
-        cannot be read is retried in the background; after `timeout` (on the client's
-        clock) this returns False, logging why, and the client keeps its own key until
-        the store answers.
+        Known means the running rotator (`start()`, called here if it was not) read the
+        store, adopted a newer key and resumed an open journal; `current_key` is then the
+        stored key. A store that
+        cannot be read is retried in the background: `timeout` seconds (on the client's
+        clock) after the first try failed, this returns False, logging why, and the client
+        keeps its own key until the store answers.
         """
         timeout = checked_seconds(timeout, "timeout")
         if self._ready.is_set():
             return True
         self.start()
         ready = asyncio.ensure_future(self._ready.wait())
-        bound = asyncio.ensure_future(self._clock.sleep(timeout))
+        bound = asyncio.ensure_future(self._give_up_after(timeout))
         try:
             await asyncio.wait({ready, bound}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -272,6 +276,11 @@ class KeyRotator:
             self._entry_error or "no answer yet",
         )
         return False
+
+    async def _give_up_after(self, timeout: float) -> None:
+        """Return `timeout` seconds after a try to learn the key in force failed."""
+        await self._entry_failed.wait()
+        await self._clock.sleep(timeout)
 
     async def _loops(self) -> None:
         """The schedule, and following the store's changes if it announces them."""

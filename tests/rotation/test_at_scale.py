@@ -303,3 +303,25 @@ async def test_a_follower_sends_a_saved_key_at_once_and_announces_it_when_the_jo
         assert await follower._catch_up.follow_up() is False
         finished = await store.load()
         assert finished is not None and finished.pending is None
+
+
+async def test_wait_ready_after_start_and_its_bound_checked(
+    api: FakeCS2CapAPI, client: AccountClient, clock: FakeClock
+) -> None:
+    """`start()` still returns its task; `wait_ready()` then returns True once the key in
+    force is known. A bound that is not a positive number of seconds is refused.
+    """
+    store = MemoryKeyStore()
+    rotator = KeyRotator(client, store=store)
+    task = rotator.start()
+    try:
+        assert isinstance(task, asyncio.Task)
+        assert await rotator.wait_ready() is True
+        stored = await store.load()
+        assert stored is not None and rotator.current_key == stored.key
+        with pytest.raises(TypeError):
+            await rotator.wait_ready(timeout="10")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="timeout"):
+            await rotator.wait_ready(timeout=0)
+    finally:
+        await rotator.stop()
