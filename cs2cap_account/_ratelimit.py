@@ -211,6 +211,9 @@ class SlidingWindowLimiter:
     reserve: int = 0
     _windows: dict[Hashable, _Window] = attrs.field(factory=dict, init=False)
     _arrivals: Iterator[int] = attrs.field(factory=itertools.count, init=False)
+    admitted_at: float = attrs.field(default=0.0, init=False)
+    """When the last request `acquire()` admitted was counted: read it right after
+    `acquire()` returns (nothing else runs in between) to `settle()` that request."""
 
     @property
     def span(self) -> float:
@@ -227,18 +230,17 @@ class SlidingWindowLimiter:
 
         The server counted it somewhere in between, and a burst of requests admitted at
         once reaches it spread out over more than `guard` covers: counting each from its
-        answer keeps every one of them inside the server's window.
+        answer keeps every one of them inside the server's window. A request in flight
+        for longer than the window (aged out here) counts from its answer too.
         """
         if not isinstance(self.clock, SystemClock):
             return  # a virtual clock: no time passes while a request is in flight
-        window = self._windows.get(credential)
         now = self.clock.monotonic()
-        if window is None or now <= sent_at:
+        if now <= sent_at:
             return
-        try:
+        window = self._window(credential)
+        with contextlib.suppress(ValueError):  # aged out while in flight: counted anew
             window.sent.remove(sent_at)
-        except ValueError:  # aged out already
-            return
         bisect.insort(window.sent, now)
 
     def in_window(self, credential: Hashable = _DEFAULT_WINDOW) -> int:
@@ -301,6 +303,7 @@ class SlidingWindowLimiter:
                 )
                 if wait <= 0.0:
                     window.sent.append(now)
+                    self.admitted_at = now
                     return True
                 if deadline is not None and now + wait >= deadline:
                     return False

@@ -376,7 +376,7 @@ class Session:
             else:
                 timeout = await self._admit(method, path, deadline, token)
             sent_with = self.shared.credentials.current
-            admitted_at = clock.monotonic()
+            admitted_at = 0.0 if limiter is None else limiter.admitted_at
             try:
                 return await self._attempt(method, path, cl, params, data, token, attempt, timeout)
             except CS2CapError as exc:

@@ -168,8 +168,10 @@ async def test_an_answered_request_counts_from_its_answer_on_the_system_clock() 
     assert sent[1] == clock.at
     assert list(sent) == sorted(sent)
     assert limiter.in_window("k") == 2
-    limiter.settle("k", -1.0)  # aged out already, or never counted: nothing to move
-    assert limiter.in_window("k") == 2
+    clock.at += 100.0  # both aged out; a request answered only now counts from now
+    assert limiter.in_window("k") == 0
+    limiter.settle("k", admitted)
+    assert limiter.in_window("k") == 1
 
     virtual = SlidingWindowLimiter(3, clock=FakeClock())
     virtual.note_sent(1, credential="k")
