@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from cs2cap_account import FakeClock
+from cs2cap_account import FakeClock, Hooks, RequestEvent
 from cs2cap_account._clock import SystemClock
 from cs2cap_account._ratelimit import (
     SlidingWindowLimiter,
@@ -18,6 +18,8 @@ from cs2cap_account._ratelimit import (
     rotation_requests,
     send_wait,
 )
+
+from .conftest import MakeClient
 
 SPAN = 60.0
 
@@ -179,3 +181,26 @@ async def test_an_answered_request_counts_from_its_answer_on_the_system_clock() 
     virtual.clock.advance(5.0)  # type: ignore[attr-defined]
     virtual.settle("k", stamp)
     assert virtual._windows["k"].sent[0] == stamp
+
+
+async def test_a_clients_request_counts_in_its_keys_window_from_its_answer(
+    make_fake_client: MakeClient,
+) -> None:
+    """Through the client: a request answered a second after it was admitted (the answer
+    is slow, on a system clock) counts once in its key's window, from its answer.
+    """
+    clock = _Wall()
+
+    def slow_answer(_event: RequestEvent) -> None:
+        clock.at += 1.0
+
+    client = make_fake_client(
+        requests_per_minute=5, clock=clock, hooks=Hooks(on_request=[slow_answer])
+    )
+    admitted = clock.at
+    await client.sub_keys.list()
+
+    limiter = client._session.shared.limiter
+    assert limiter is not None
+    sent = list(limiter._windows[client.api_key].sent)
+    assert sent == [admitted + 1.0]
