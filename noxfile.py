@@ -58,15 +58,16 @@ def soak(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks against raw aiohttp, httpx and the official SDK: prints a Markdown table.
+    """Benchmarks against raw aiohttp, httpx and the official SDK, and rotation at scale.
 
     Then what a Redis store's save costs and how fast a follower hears of it, on one
     server, a Cluster and a Sentinel set of real redis-servers (a second table).
 
+    The fleet workloads (7, 8, 10) start their own redis-server (`redis-server` on PATH).
     Pass the script's options after `--`, e.g. `nox -s bench -- --quick` or
-    `nox -s bench -- --only 1,2 --markdown bench.md`.
+    `nox -s bench -- --only 7,8 --markdown bench.md`.
     """
-    session.install(".[bench,aws,services]")
+    session.install(".[bench,redis,aws,services]")
     session.run("python", "tests/benchmarks/run.py", *session.posargs)
     session.install(".[redis]")
     session.run("python", "tests/benchmarks/redis_topologies.py")

@@ -362,6 +362,14 @@ class AccountClient:
         """
         self._session.shared.credentials.reload = reload
 
+    def _reserve_for_rotation(self, requests: int) -> None:
+        """Keep `requests` of each credential's window for the rotator's own requests.
+
+        The `KeyRotator` calls it: ordinary calls then leave that many sends of every
+        window (at most a quarter of it) to its requests (`_ratelimit.rotation_requests`).
+        """
+        self._session.shared.reserve_for_rotation(requests)
+
     def use_key(self, api_key: str | SecretKey) -> None:
         """Send `api_key` from now on (this client and every `with_options` copy)."""
         key = _secret(api_key)

@@ -183,6 +183,8 @@ class Credentials:
     _session_token: SecretKey | None
     user_agent: str
     reload: Callable[[], Awaitable[SecretKey | None]] | None = attrs.field(default=None, repr=False)
+    # Told after every switch: the limiter moves calls queued for the old key to the new.
+    on_switch: Callable[[], None] | None = attrs.field(default=None, repr=False)
     # Built once per credential; their repr redacts the key they carry.
     _headers: BearerHeaders = attrs.field(init=False, repr=False)
     _json_headers: BearerHeaders = attrs.field(init=False, repr=False)
@@ -215,6 +217,8 @@ class Credentials:
         """Switch every later request to `api_key`."""
         self._api_key = api_key
         self._rebuild()
+        if self.on_switch is not None:
+            self.on_switch()
 
     def headers(self, *, json_body: bool, token: SecretKey | None = None) -> BearerHeaders:
         """Request headers for the current credential, or for `token` when given.
@@ -239,10 +243,26 @@ class Shared:
     hooks: Hooks = attrs.field(factory=Hooks)
     limiter: SlidingWindowLimiter | None = None
     fixed_rate: bool = False
+    # Sends of each window kept for the rotator's requests (set once a rotator paces this).
+    rotation_reserve: int = 0
     _rate_headers: Mapping[str, str] | None = attrs.field(init=False, default=None)
     _rate_seen_at: dt.datetime | None = attrs.field(init=False, default=None)
     _rate_limit: RateLimitInfo | None = attrs.field(init=False, default=None)
     _server_date: str | None = attrs.field(init=False, default=None)
+
+    def __attrs_post_init__(self) -> None:
+        self._wire_limiter()
+
+    def _wire_limiter(self) -> None:
+        limiter = self.limiter
+        if limiter is not None:
+            limiter.reserve = max(limiter.reserve, self.rotation_reserve)
+            self.credentials.on_switch = limiter.changed
+
+    def reserve_for_rotation(self, requests: int) -> None:
+        """Keep `requests` of each window (at most a quarter) for the rotator's requests."""
+        self.rotation_reserve = requests
+        self._wire_limiter()
 
     def learn_rate(self, requests_per_minute: int) -> None:
         """Pace requests at the rate the server reported for this key (unless fixed).
@@ -262,8 +282,10 @@ class Shared:
         used = 1
         if info is not None and info.remaining is not None:
             used = max(used, requests_per_minute - info.remaining)
-        limiter.note_sent(min(used, requests_per_minute))
+        # The reporting response was for the client's key: its window, no other.
+        limiter.note_sent(min(used, requests_per_minute), credential=self.credentials.current)
         self.limiter = limiter
+        self._wire_limiter()
 
     def saw_headers(self, headers: Mapping[str, str]) -> None:
         """Keep the latest response's rate-limit headers; parsed only when asked for.
@@ -348,15 +370,20 @@ class Session:
         attempt = 1
         switches = 0
         while True:
-            if deadline is None and self.shared.limiter is None:
+            limiter = self.shared.limiter
+            if deadline is None and limiter is None:
                 timeout = self.options.timeout  # nothing to wait for: skip _admit's await
             else:
-                timeout = await self._admit(method, path, deadline)
+                timeout = await self._admit(method, path, deadline, token)
             sent_with = self.shared.credentials.current
+            admitted_at = 0.0 if limiter is None else limiter.admitted_at
             try:
                 return await self._attempt(method, path, cl, params, data, token, attempt, timeout)
             except CS2CapError as exc:
                 error = exc
+            finally:
+                if limiter is not None:
+                    limiter.settle(token if token is not None else sent_with, admitted_at)
             if (
                 isinstance(error, AuthenticationError)
                 and token is None
@@ -383,15 +410,26 @@ class Session:
             await clock.sleep(wait)
             attempt += 1
 
-    async def _admit(self, method: str, path: str, deadline: float | None) -> float:
+    async def _admit(
+        self, method: str, path: str, deadline: float | None, token: SecretKey | None
+    ) -> float:
         """Wait for the rate limiter; return the next attempt's timeout, within the deadline.
 
-        Raises `APITimeoutError` (nothing was sent) when the deadline leaves no time.
+        The request waits in the window of the credential it will be sent with: `token`,
+        or the client's credential as it is when the request's turn comes (a key switched
+        meanwhile moves it to the new key's window). Raises `APITimeoutError` (nothing was
+        sent) when the deadline leaves no time.
         """
         shared = self.shared
         limiter = shared.limiter
-        if limiter is not None and not await limiter.acquire(deadline=deadline):
-            raise self._out_of_time(method, path, "the client-side rate limit")
+        if limiter is not None:
+            credentials = shared.credentials
+
+            def credential() -> SecretKey:
+                return token if token is not None else credentials.current
+
+            if not await limiter.acquire(deadline=deadline, credential=credential):
+                raise self._out_of_time(method, path, "the client-side rate limit")
         if deadline is None:
             return self.options.timeout
         remaining = deadline - shared.clock.monotonic()

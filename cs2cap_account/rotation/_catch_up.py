@@ -9,6 +9,7 @@ never reissues on its own: only a lost key (with the recovery token) leads to a 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from typing import Any, Final
 
@@ -42,6 +43,9 @@ logger: Final = logging.getLogger("cs2cap_account.rotation")
 
 # Steps one look may take: probes, a closed journal, a key kept aside, fenced writes.
 _MAX_STEPS: Final = 8
+# A journal open this long (from its `started_at`) is taken for an abandoned rotation: a
+# follower then takes the lock to finish it, rather than wait for its rotator.
+STALE_JOURNAL: Final = dt.timedelta(seconds=60)
 
 
 @attrs.frozen
@@ -85,7 +89,10 @@ class CatchUp:
         Adopting only reads the store, so it needs no lock: a fleet's followers switch
         together rather than one lease holder after another.
         """
-        record = await self._io.load()
+        return await self._from(await self._io.load())
+
+    async def _from(self, record: KeyRecord | None) -> RotationEvent | None:
+        """`catch_up()` with the record just loaded."""
         step = next_step(record, self._holding.held())
         if step in {Next.NOTHING_TO_DO, Next.WAIT_HALTED}:
             return None
@@ -94,6 +101,29 @@ class CatchUp:
             return await self._adopt(record)
         async with self._io.store.lock():
             return await self.locked()
+
+    async def follow_up(self) -> bool:
+        """After a store change: catch up; True to look again at the next change.
+
+        A rotation in progress in another process (a journal open, younger than
+        `STALE_JOURNAL`) is left to it: if its new key is saved already, this process
+        sends it at once, and adopts and announces it (child keys included) when the
+        journal closes. Waiting for that rotator's lock instead would line the whole fleet
+        up behind it, one lease at a time. An older journal is finished under the lock.
+        """
+        record = await self._io.load()
+        pending = None if record is None else record.pending
+        if (
+            record is not None
+            and pending is not None
+            and self._clock.now() - pending.started_at < STALE_JOURNAL
+        ):
+            saved = record.generation > pending.from_generation
+            if saved and self._holding.unsaved is None and not self._holding.sends(record):
+                self._holding.hold(record)
+            return True
+        await self._from(record)
+        return False
 
     async def locked(self, probed: _Probed | None = None) -> RotationEvent | None:
         """Carry out the steps the store calls for, up to the one that ends the look.
@@ -278,7 +308,11 @@ class CatchUp:
         self._holding.unsaved = None
 
     async def _adopt(self, record: KeyRecord) -> RotationEvent | None:
-        """Hold the stored key; announce it if it is new to this process."""
+        """Hold the stored key; announce it if it is new to this process.
+
+        Everything the announcement needs is in the record (the child keys' metadata
+        included), so adopting sends no request: a fleet of followers costs the API nothing.
+        """
         news = adoption_is_news(
             record, self._holding.held(), sends_stored_key=self._holding.sends(record)
         )
@@ -291,11 +325,13 @@ class CatchUp:
         logger.info("adopting generation %d of the root key from the store", record.generation)
         made: dict[str, CreatedSubKey] = {}
         for name, stored in record.sub_keys.items():
-            try:
-                detail = await self._client.sub_keys.get(stored.id)
-            except CS2CapError:
-                continue
-            made[name] = CreatedSubKey(key=stored.key, key_info=detail.key)
+            info = stored.info
+            if info is None:  # a record written before child metadata was kept
+                try:
+                    info = (await self._client.sub_keys.get(stored.id)).key
+                except CS2CapError:
+                    continue
+            made[name] = CreatedSubKey(key=stored.key, key_info=info)
         event = RotationEvent(
             new_key=record.key,
             key_id=record.key_id,

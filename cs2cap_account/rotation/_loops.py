@@ -44,15 +44,20 @@ async def follow(
     changes: Callable[[], AsyncIterator[int]],
     *,
     held_generation: Callable[[], int],
-    catch_up: Callable[[], Awaitable[Any]],
+    catch_up: Callable[[], Awaitable[bool]],
     clock: Clock,
 ) -> None:
-    """Catch up whenever the store reports a generation other than the one held."""
+    """Catch up whenever the store reports a generation other than the one held.
+
+    `catch_up()` returns True to be asked again at the next report whatever generation
+    it names (a rotation in progress elsewhere: its journal's close keeps the generation).
+    """
+    again = False
     while True:
         try:
             async for generation in changes():
-                if generation != held_generation():
-                    await catch_up()
+                if again or generation != held_generation():
+                    again = await catch_up()
         except Exception as exc:  # never let a bad message end the follower
             logger.error("following the key store failed (%s); following again", exc)
             await clock.sleep(_FOLLOW_AGAIN_AFTER)

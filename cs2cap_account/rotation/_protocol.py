@@ -88,7 +88,7 @@ class Protocol:
         # 4-6. Reissue, save, switch: no cancellation can come between them.
         record = await finish_even_if_cancelled(self._reissue_and_save(record))
         # 7-9. Verify, re-create the children, announce, close the journal.
-        return await self.complete(record)
+        return await self.complete(record, fresh=True)
 
     async def _journal(
         self, record: KeyRecord, reason: str, children: tuple[ChildSpec, ...] | None = None
@@ -386,8 +386,12 @@ class Protocol:
             previous_key_id=unsaved.follows_key_id,
         )
 
-    async def complete(self, record: KeyRecord) -> RotationEvent:
-        """7-9. Verify the new key, re-create the children, announce, close the journal."""
+    async def complete(self, record: KeyRecord, *, fresh: bool = False) -> RotationEvent:
+        """7-9. Verify the new key, re-create the children, announce, close the journal.
+
+        `fresh`: this process reissued the key a moment ago, so no earlier attempt of
+        this rotation can have created a child key (no orphans to look for).
+        """
         pending = record.pending
         assert pending is not None
         self._holding.hold(record)
@@ -410,7 +414,7 @@ class Protocol:
                 )
         await self._steps.passed(Step.VERIFIED)
         # 8. Re-create the children.
-        record, made, failed = await self._recreate_children(record, pending.children)
+        record, made, failed = await self._recreate_children(record, pending.children, fresh=fresh)
         await self._steps.passed(Step.CHILDREN)
         # 9. Announce, then close the journal.
         event = RotationEvent(
@@ -467,7 +471,7 @@ class Protocol:
         return True
 
     async def _recreate_children(
-        self, record: KeyRecord, children: tuple[ChildSpec, ...]
+        self, record: KeyRecord, children: tuple[ChildSpec, ...], *, fresh: bool = False
     ) -> tuple[KeyRecord, dict[str, CreatedSubKey], dict[str, BaseException]]:
         """8. Re-create each child key with its name and overrides, saving each.
 
@@ -476,7 +480,7 @@ class Protocol:
         """
         made: dict[str, CreatedSubKey] = {}
         failed: dict[str, BaseException] = {}
-        orphans = await self._orphaned_children(record, children)
+        orphans = {} if fresh else await self._orphaned_children(record, children)
         for spec in children:
             stored = record.sub_keys.get(spec.name)
             try:
@@ -497,7 +501,7 @@ class Protocol:
                 failed[spec.name] = exc
                 continue
             made[spec.name] = child
-            entry = StoredSubKey(key=child.key, id=child.key_info.id)
+            entry = StoredSubKey(key=child.key, id=child.key_info.id, info=child.key_info)
             try:
                 record = await self._io.write(
                     attrs.evolve(record, sub_keys={**record.sub_keys, spec.name: entry}),

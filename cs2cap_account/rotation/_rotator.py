@@ -27,7 +27,9 @@ import attrs
 
 from cs2cap_account._client import AccountClient
 from cs2cap_account._models import KeyInfo
+from cs2cap_account._ratelimit import ROTATION_RESERVE, rotation_requests
 from cs2cap_account._reissue import REVOKED_CODES
+from cs2cap_account._retry import backoff_capped_at, before_each_wait, retrying
 from cs2cap_account._secret import SecretKey
 from cs2cap_account.errors import AuthenticationError, StoreError
 from cs2cap_account.rotation._announce import Announcer
@@ -49,7 +51,7 @@ from cs2cap_account.rotation._loops import follow, schedule
 from cs2cap_account.rotation._observe import Observer
 from cs2cap_account.rotation._protocol import Protocol, key_expired
 from cs2cap_account.rotation._recovery import Recovery
-from cs2cap_account.rotation._schedule import due
+from cs2cap_account.rotation._schedule import due, server_check_due, stored_key_info
 from cs2cap_account.rotation._status import RotatorStatus
 from cs2cap_account.rotation._steps import StepHooks
 from cs2cap_account.rotation._store_io import StoreIO
@@ -58,6 +60,7 @@ from cs2cap_account.sinks._protocol import KeySink
 from cs2cap_account.sinks._publish import Publisher, checked_sinks
 from cs2cap_account.stores._memory import MemoryKeyStore
 from cs2cap_account.stores._protocol import KeyStore
+from cs2cap_account.stores._record import KeyRecord
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -65,6 +68,11 @@ if TYPE_CHECKING:
 __all__ = ["KeyRotator"]
 
 logger: Final = logging.getLogger("cs2cap_account.rotation")
+
+READY_WAIT: Final = 10.0
+"""Seconds `async with rotator:` waits, after a first try to read the store failed,
+before going on with the client's own key."""
+_ENTER_BACKOFF_CAP: Final = 30.0  # seconds between tries to read an unreachable store
 
 
 def _observed(
@@ -167,6 +175,9 @@ class KeyRotator:
         )
         self._inflight: asyncio.Task[RotationEvent] | None = None
         self._loop_task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        self._entry_failed = asyncio.Event()  # a try to learn the key in force failed
+        self._entry_error: BaseException | None = None
         client.on_unauthorized(self._after_refusal)
         self._observer = Observer(
             client,
@@ -179,6 +190,8 @@ class KeyRotator:
             self._before_expiry,
         )
         self._steps.add(self._observer.passed)
+        # Ordinary calls leave a few sends of each window to the rotator's requests.
+        client._reserve_for_rotation(ROTATION_RESERVE)
 
     def __repr__(self) -> str:
         if not hasattr(self, "_holding"):  # a half-built rotator, shown in captured locals
@@ -287,9 +300,85 @@ class KeyRotator:
         If the store can announce changes (`store.changes()`, e.g. Redis), the rotator also
         follows them, adopting another process's new key as soon as it is saved.
         Use `start()`/`stop()` or `async with rotator:`, or hand this to a TaskGroup.
+
+        It first learns the key in force (`wait_ready()`): it reads the store, adopts a
+        newer key, resumes an open journal; a store that cannot be read is tried again
+        with backoff until it can. Its requests go ahead of ordinary calls.
         """
+        with rotation_requests():
+            await self._enter()
+            await self._loops()
+
+    async def _enter(self) -> None:
+        """Catch up with the store until that succeeds; then the rotator is ready."""
+        async for attempt in retrying(
+            attempts=None,
+            clock=self._clock,
+            wait=backoff_capped_at(min(_ENTER_BACKOFF_CAP, self._check_interval)),
+            before_sleep=before_each_wait(self._log_failed_entry),
+        ):
+            with attempt:
+                try:
+                    await self._catch_up.catch_up()
+                except Exception as exc:
+                    self._entry_error = exc
+                    self._entry_failed.set()
+                    raise
+        self._entry_error = None
+        self._ready.set()
+
+    def _log_failed_entry(self, error: BaseException | None, wait: float) -> None:
+        logger.error(
+            "rotation check failed: the root key in force could not be learnt from the "
+            "store (%s); next try in %.1f s",
+            error,
+            wait,
+        )
+
+    async def wait_ready(self, timeout: float = READY_WAIT) -> bool:
+        """Wait until the key in force is known: True, or False after `timeout` seconds.
+
+        Known means the running rotator (`start()`, called here if it was not) read the
+        store, adopted a newer key and resumed an open journal; `current_key` is then the
+        stored key. A store that
+        cannot be read is retried in the background: `timeout` seconds (on the client's
+        clock) after the first try failed, this returns False, logging why, and the client
+        keeps its own key until the store answers.
+        """
+        timeout = checked_seconds(timeout, "timeout")
+        if self._ready.is_set():
+            return True
+        self.start()
+        ready = asyncio.ensure_future(self._ready.wait())
+        bound = asyncio.ensure_future(self._give_up_after(timeout))
+        try:
+            await asyncio.wait({ready, bound}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+            bound.cancel()
+        if self._ready.is_set():
+            return True
+        logger.warning(
+            "going on with the client's root key %s: the key in force could not be learnt "
+            "from the store within %g s (%s); still trying in the background",
+            self._holding.key_id or "(not yet stored)",
+            timeout,
+            self._entry_error or "no answer yet",
+        )
+        return False
+
+    async def _give_up_after(self, timeout: float) -> None:
+        """Return `timeout` seconds after a try to learn the key in force failed."""
+        await self._entry_failed.wait()
+        await self._clock.sleep(timeout)
+
+    async def _loops(self) -> None:
+        """The schedule, and following the store's changes if it announces them."""
         checks = schedule(
-            self.check, clock=self._clock, interval=self._check_interval, jitter=self._jitter
+            self._scheduled_check,
+            clock=self._clock,
+            interval=self._check_interval,
+            jitter=self._jitter,
         )
         changes: Callable[[], AsyncIterator[int]] | None = getattr(self._store, "changes", None)
         if changes is None:
@@ -298,13 +387,16 @@ class KeyRotator:
         following = follow(
             changes,
             held_generation=lambda: self._holding.generation,
-            catch_up=self._catch_up.catch_up,
+            catch_up=self._catch_up.follow_up,
             clock=self._clock,
         )
         await asyncio.gather(checks, following)
 
     def start(self) -> asyncio.Task[None]:
-        """Run the schedule in a background task (once) and return it."""
+        """Run the schedule in a background task (once) and return it.
+
+        `await rotator.wait_ready()` then returns once the key in force is known.
+        """
         if self._loop_task is None or self._loop_task.done():
             self._loop_task = asyncio.ensure_future(self.run())
         return self._loop_task
@@ -324,7 +416,9 @@ class KeyRotator:
         self._loop_task = None
 
     async def __aenter__(self) -> KeyRotator:
+        """Start, and return once the key in force is known (or `READY_WAIT` passed)."""
         self.start()
+        await self.wait_ready()
         return self
 
     async def __aexit__(
@@ -346,7 +440,20 @@ class KeyRotator:
         """One scheduled check: catch up with the store, then rotate if the key is due.
 
         Returns the event of a rotation this check finished, adopted or made, if any.
+        It asks the server about the key. The checks of the schedule (`run()`) mostly do
+        not: one per fleet and `check_interval` does (`_schedule.server_check_due`), and
+        writes what it learnt into the store, from which the others compute the schedule;
+        a key that looks due by the record is confirmed with the server before rotating.
         """
+        with rotation_requests():
+            return await self._check(shared=False)
+
+    @_observed
+    async def _scheduled_check(self) -> RotationEvent | None:
+        """A check of the schedule: the key's metadata from the store, mostly."""
+        return await self._check(shared=True)
+
+    async def _check(self, *, shared: bool) -> RotationEvent | None:
         caught_up = await self._catch_up.catch_up()
         await self._announcer.republish()  # a sink that missed the key held gets it now
         if self._holding.halted is not None:
@@ -354,7 +461,7 @@ class KeyRotator:
             return caught_up
         sent = self.current_key
         try:
-            info = await self._client.get_key()
+            info = await self._key_info(shared=shared)
         except AuthenticationError as exc:
             if key_expired(exc):
                 logger.warning("the root key %s has expired; replacing it", self._holding.key_id)
@@ -372,8 +479,67 @@ class KeyRotator:
         logger.info("root key %s is due for rotation (%s)", info.id, reason)
         return await self.rotate_now(reason)
 
-    def _due(self, info: KeyInfo) -> str | None:
-        """Whether the key `info` describes is due, on the server's clock (`_schedule`)."""
+    async def _key_info(self, *, shared: bool) -> KeyInfo:
+        """The key's metadata: from the stored record, or else from the server.
+
+        The server is asked once per fleet and interval, or to confirm that a key is due;
+        what it says is written back into the record for the others. Not `shared`: the
+        server is asked in any case.
+        """
+        if not shared:
+            return await self._ask_server(await self._io.load())
+        if (stored := self._from_store(await self._io.load())) is not None:
+            return stored
+        async with self._store.lock():  # one process asks, the others wait and read
+            record = await self._io.load()
+            if (stored := self._from_store(record)) is not None:
+                return stored  # another process asked the server meanwhile
+            return await self._ask_server(record)
+
+    async def _ask_server(self, record: KeyRecord | None) -> KeyInfo:
+        """`GET /account/key`, and what it says written into `record` for the fleet.
+
+        Written only over the very record read (read again just before), with no journal
+        open: a write at the same generation must not take away what another writer
+        added meanwhile (a journal, a key kept aside).
+        """
+        info = await self._client.get_key()
+        if (
+            record is None
+            or record.pending is not None
+            or record.key_id != info.id
+            or not self._holding.sends(record)
+        ):
+            return info
+        checked = attrs.evolve(record, key_info=info, checked_at=self._clock.now())
+        try:
+            if await self._io.load() == record:
+                await self._store.save(checked, expected_generation=record.generation)
+        except StoreError as exc:  # fenced by a newer save, or the store failed
+            logger.warning("could not store the key's metadata (%s)", exc)
+        return info
+
+    def _from_store(self, record: KeyRecord | None) -> KeyInfo | None:
+        """The stored metadata of the key held here, if it will do for this check.
+
+        It will unless the fleet's server check is due, or the key looks due by it (then
+        the server's clock, not this process's, decides).
+        """
+        held = self._holding.key_id
+        stored = stored_key_info(record, held)
+        if stored is None or server_check_due(
+            record, held, now=self._clock.now(), interval=self._check_interval
+        ):
+            return None
+        return stored if self._due(stored, from_store=True) is None else None
+
+    def _due(self, info: KeyInfo, *, from_store: bool = False) -> str | None:
+        """Whether the key `info` describes is due, on the server's clock (`_schedule`).
+
+        `from_store`: `info` comes from the stored record, so there is no `Date` to
+        measure against; the local clock stands in (and the server confirms before a
+        rotation).
+        """
         seen = self._seen
         if seen is None or seen.key_id != info.id:
             # The first key seen has been in use for who knows how long; a later one
@@ -383,7 +549,7 @@ class KeyRotator:
         held_for = None if seen.since is None else self._clock.monotonic() - seen.since
         verdict = due(
             info,
-            server_now=self._client.server_date,
+            server_now=None if from_store else self._client.server_date,
             local_now=self._clock.now(),
             max_age=self._max_age,
             before_expiry=self._before_expiry,
@@ -413,7 +579,14 @@ class KeyRotator:
         return event
 
     async def _rotate(self, reason: str, held: SecretKey) -> RotationEvent:
-        """Under the store's lock: catch up, then rotate unless that already moved the key."""
+        """Under the store's lock: catch up, then rotate unless that already moved the key.
+
+        Its requests are the rotator's own: they go ahead of ordinary calls.
+        """
+        with rotation_requests():
+            return await self._rotate_locked(reason, held)
+
+    async def _rotate_locked(self, reason: str, held: SecretKey) -> RotationEvent:
         async with self._store.lock():
             event = await self._catch_up.locked()
             if self.current_key != held:
@@ -433,7 +606,8 @@ class KeyRotator:
         key was refused (`AuthenticationError`), not that the store is down.
         """
         try:
-            return await self._catch_up.after_refusal(self._inflight)
+            with rotation_requests():  # its probes are the rotator's own requests
+                return await self._catch_up.after_refusal(self._inflight)
         except StoreError as exc:
             logger.error("could not look for a newer key in the store after a 401 (%s)", exc)
             return None

@@ -1,5 +1,11 @@
 """When a key is due: computed from the server's timestamps, never from process start.
 
+One process per fleet asks the server about the key each check interval
+(`server_check_due()`): it writes what it learnt (`KeyRecord.key_info`, `checked_at`)
+into the store, and every other process computes the schedule from the stored record
+(`stored_key_info()`) without a request. A key that looks due by the stored record is
+confirmed with the server before it is rotated.
+
 A key's age is measured on the server's clock: its `created_at` against the `Date` of
 the response that described it (the local clock stands in only when a response has no
 `Date`). A skewed local clock therefore cannot make a key look due, or never due.
@@ -24,6 +30,7 @@ from typing import Final
 import attrs
 
 from cs2cap_account._models import KeyInfo
+from cs2cap_account.stores._record import KeyRecord
 
 __all__ = [
     "FUTURE_TOLERANCE",
@@ -32,6 +39,8 @@ __all__ = [
     "due",
     "jittered",
     "min_age",
+    "server_check_due",
+    "stored_key_info",
 ]
 
 FUTURE_TOLERANCE: Final = dt.timedelta(minutes=5)
@@ -111,3 +120,31 @@ def due(
 def jittered(seconds: float, jitter: float) -> float:
     """`seconds` spread by up to ±`jitter` (a fraction), so fleets don't check in step."""
     return seconds * (1.0 + random.uniform(-jitter, jitter))  # noqa: S311 - not for secrets
+
+
+def stored_key_info(record: KeyRecord | None, held_key_id: str | None) -> KeyInfo | None:
+    """The stored metadata of the key held here, if the record has it for that key."""
+    if record is None or record.key_info is None or held_key_id is None:
+        return None
+    info = record.key_info
+    if record.key_id != held_key_id or info.id != record.key_id:
+        return None
+    return info
+
+
+def server_check_due(
+    record: KeyRecord | None, held_key_id: str | None, *, now: dt.datetime, interval: float
+) -> bool:
+    """Whether this check should ask the server about the key (one per fleet per interval).
+
+    It should when the record has no metadata for the key held here, or when the last
+    server check is `interval` seconds old or more (or in the future: a clock moved back).
+    """
+    if stored_key_info(record, held_key_id) is None:
+        return True
+    assert record is not None
+    checked_at = record.checked_at
+    if checked_at is None:
+        return True
+    age = (now - checked_at).total_seconds()
+    return age >= interval or age < -interval

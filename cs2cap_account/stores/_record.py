@@ -11,6 +11,7 @@ from typing import Any
 import attrs
 
 from cs2cap_account._converter import converter, structure
+from cs2cap_account._models import KeyInfo
 from cs2cap_account._secret import SecretKey, redact_text
 from cs2cap_account.errors import MalformedResponseError, StoreError
 
@@ -38,10 +39,16 @@ class ChildSpec:
 
 @attrs.frozen
 class StoredSubKey:
-    """A re-created child key, as saved: its plaintext and id."""
+    """A re-created child key, as saved: its plaintext and id, and its metadata.
+
+    `info` is the key's metadata as the server answered its creation, so that a process
+    adopting the record can announce the child without asking the server (None in
+    records written before it was kept).
+    """
 
     key: SecretKey
     id: str
+    info: KeyInfo | None = None
 
 
 @attrs.frozen
@@ -83,6 +90,12 @@ class KeyRecord:
     Another lineage (or an empty store) means the store was reset since. Records written
     before lineages existed read as lineage "" and keep it.
     """
+    key_info: KeyInfo | None = None
+    """The stored key's metadata (`created_at`, `expires_at`, ...) as the server last
+    described it, so that the fleet's schedule needs no request per process."""
+    checked_at: dt.datetime | None = None
+    """When a process last asked the server about the stored key (`key_info`): one
+    process per fleet does so each check interval."""
 
 
 def new_lineage() -> str:

@@ -67,9 +67,9 @@ def instrumentation_cost(
     bare_us = sorted(times.rounds["bare"])[len(times.rounds["bare"]) // 2] * 1e6
     rows = []
     for number, name, label in (
-        ("7a", "metrics", "with `instrument()` (Prometheus)"),
-        ("7b", "traced", "with `instrument()` and `trace()` (OpenTelemetry SDK)"),
-        ("7c", "noop", "with `trace()`, no SDK configured (no-op provider)"),
+        ("11a", "metrics", "with `instrument()` (Prometheus)"),
+        ("11b", "traced", "with `instrument()` and `trace()` (OpenTelemetry SDK)"),
+        ("11c", "noop", "with `trace()`, no SDK configured (no-op provider)"),
     ):
         ours = sorted(times.rounds[name])[len(times.rounds[name]) // 2] * 1e6
         rows.append(

@@ -10,7 +10,9 @@ medians and ratios, with the machine it ran on; it asserts nothing.
 
 Workloads: 1 sequential `get_key()`; 2 concurrent `get_key()`; 3 the official SDK on the
 sub-key get route; 4 import time and `--help` start-up; 5 rotation fan-out; 6 limiter accuracy;
-7 the cost of metrics and tracing per request.
+7 and 8 a fleet rotation on one redis-server (requests, time to converge); 9 a rotation on
+a saturated client, and ordinary calls under 2x oversubscription; 10 a free-tier fleet
+(`_scale.py`); 11 the cost of metrics and tracing per request.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Final
 
+import _scale as scale
 import _workloads as work
 import attrs
 from _instrumentation import instrumentation_cost
@@ -68,6 +71,10 @@ class Settings:
     rotations: int = 11
     rate_window: float = 5.0
     limiter_runs: int = 3
+    fleet_sizes: tuple[int, ...] = (1, 10, 100, 1_000)
+    fleet_children: tuple[int, ...] = (0, 25)
+    loaded_rotations: int = 5
+    free_tier_window: float = 6.0
 
 
 QUICK: Final = Settings(
@@ -85,6 +92,9 @@ QUICK: Final = Settings(
     rotations=3,
     rate_window=2.0,
     limiter_runs=1,
+    fleet_sizes=(1, 10, 100),
+    fleet_children=(0, 25),
+    loaded_rotations=2,
 )
 
 
@@ -238,7 +248,7 @@ async def _fresh_child_key(base_url: str, root_key: str, counter: list[int]) -> 
     return made.key.reveal()
 
 
-def run(settings: Settings, only: set[str]) -> tuple[list[work.Row], float]:
+def run(settings: Settings, only: set[str]) -> tuple[list[work.Row], float]:  # noqa: PLR0912
     """Run the selected workloads; return their rows and the seconds it all took."""
     started = time.perf_counter()
     rows: list[work.Row] = []
@@ -249,7 +259,7 @@ def run(settings: Settings, only: set[str]) -> tuple[list[work.Row], float]:
         print(f"[{time.perf_counter() - started:6.1f} s] {text}", file=sys.stderr, flush=True)
 
     try:
-        if only & {"1", "2", "3", "7"}:
+        if only & {"1", "2", "3", "11"}:
             with _canned_server() as servers:
                 if "1" in only:
                     say("1: sequential get_key vs raw aiohttp")
@@ -287,8 +297,8 @@ def run(settings: Settings, only: set[str]) -> tuple[list[work.Row], float]:
                         concurrent_calls=settings.official_concurrent_calls,
                         rounds=settings.official_rounds,
                     )
-                if "7" in only:
-                    say("7: the cost of instrumentation per request")
+                if "11" in only:
+                    say("11: the cost of instrumentation per request")
                     rows += instrumentation_cost(
                         loop,
                         servers.base,
@@ -327,6 +337,44 @@ def run(settings: Settings, only: set[str]) -> tuple[list[work.Row], float]:
                     window=settings.rate_window,
                     runs=settings.limiter_runs,
                 )
+        if only & {"7", "8"}:
+            say("7, 8: a fleet rotation on one redis-server")
+            with (
+                scale.redis_server() as redis_url,
+                _mock_server("--no-rate-limits") as (
+                    base_url,
+                    root_key,
+                ),
+            ):
+                rows += scale.fleet_rotation(
+                    loop,
+                    redis_url,
+                    base_url,
+                    root_key,
+                    sizes=settings.fleet_sizes,
+                    children=settings.fleet_children,
+                )
+        if "9" in only:
+            say("9: a rotation on a saturated client")
+            window = f"{settings.rate_window:g}"
+            with _mock_server("--rate-window", window) as (base_url, root_key):
+                rows += scale.saturated_rotation(
+                    loop,
+                    base_url,
+                    root_key,
+                    window=settings.rate_window,
+                    rotations=settings.loaded_rotations,
+                )
+        if "10" in only:
+            say("10: a free-tier fleet")
+            window = f"{settings.free_tier_window:g}"
+            with (
+                scale.redis_server() as redis_url,
+                _mock_server("--tier", "free", "--rate-window", window) as (base_url, root_key),
+            ):
+                rows += scale.free_tier_fleet(
+                    loop, redis_url, base_url, root_key, window=settings.free_tier_window
+                )
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
@@ -357,7 +405,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
     parser.add_argument(
-        "--only", default="1,2,3,4,5,6,7", help="comma-separated workload numbers (all)"
+        "--only",
+        default="1,2,3,4,5,6,7,8,9,10,11",
+        help="comma-separated workload numbers (all)",
     )
     parser.add_argument("--markdown", type=Path, help="also write the report here")
     parser.add_argument("--json", type=Path, help="also write the rows here as JSON")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 from collections.abc import Callable, Sequence
 
 from cs2cap_account import (
@@ -72,3 +74,39 @@ def hooked_client(
         clock=like.clock,
         hooks=Hooks(on_request=on_request, on_response=on_response),
     )
+
+
+class ManualClock:
+    """A virtual clock that moves only when the test says so.
+
+    Unlike `FakeClock`, whose every `sleep()` moves time on at once, a sleeper here waits
+    until `advance()` has moved time past its wake-up: so a test can hold callers queued
+    and prove that something else went ahead without any time passing.
+    """
+
+    def __init__(self) -> None:
+        self._now = 1_000.0
+        self._wall = dt.datetime.now(dt.timezone.utc)
+        self._moved = asyncio.Event()
+
+    def monotonic(self) -> float:
+        """Virtual seconds."""
+        return self._now
+
+    def now(self) -> dt.datetime:
+        """Virtual wall-clock time."""
+        return self._wall + dt.timedelta(seconds=self._now - 1_000.0)
+
+    async def sleep(self, seconds: float) -> None:
+        """Return once time has been advanced `seconds` past now."""
+        wake = self._now + max(0.0, seconds)
+        while self._now < wake:
+            await self._moved.wait()
+
+    async def advance(self, seconds: float) -> None:
+        """Move time on and let every sleeper due by then run."""
+        self._now += seconds
+        moved, self._moved = self._moved, asyncio.Event()
+        moved.set()
+        for _ in range(50):
+            await asyncio.sleep(0)
