@@ -247,8 +247,7 @@ class KeyRotator:
         """
         if checked_flag(verify, "verify"):
             await self._observer.verify()
-        publisher = getattr(self, "_publisher", None)  # the sinks' publisher, when there are sinks
-        sinks = {} if publisher is None else publisher.published()
+        sinks = self._publisher.published()  # empty without sinks
         return await self._observer.status(sinks)
 
     async def rotate_now(self, reason: str = "manual") -> RotationEvent:

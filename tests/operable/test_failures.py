@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from pathlib import Path
 
 import attrs
 import pytest
@@ -31,6 +32,7 @@ from cs2cap_account import (
 )
 from cs2cap_account.rotation import FailureEvent, Step
 from cs2cap_account.rotation._failure import key_state_after, stage_after, what_to_do
+from cs2cap_account.sinks import FileSink
 from cs2cap_account.testing import FakeCS2CapAPI
 
 from .conftest import put_new_key
@@ -321,3 +323,18 @@ async def test_on_failure_refuses_what_is_not_callable(fake_client: AccountClien
         rotator.on_failure("not a callback")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         rotator.events(failures="yes")  # type: ignore[call-overload]
+
+
+async def test_status_tells_each_sinks_last_published_generation(
+    fake_client: AccountClient, store: MemoryKeyStore, tmp_path: Path
+) -> None:
+    """With sinks, `status().sinks` names each one and the generation it last got: None
+    before any key was published to it, the new generation after a rotation.
+    """
+    sink = FileSink(tmp_path / "key")
+    rotator = KeyRotator(fake_client, store=store, sinks=[sink])
+    assert (await rotator.status()).sinks == {sink.name: None}
+
+    event = await rotator.rotate_now()
+
+    assert (await rotator.status()).sinks == {sink.name: event.generation}
