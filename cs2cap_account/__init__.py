@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 from cs2cap_account._constants import LOG_ENV, __version__
+from cs2cap_account._lazy import lazy_attributes
 
 if os.environ.get(LOG_ENV):  # CS2C_LOG=debug|info: the SDK's logs on stderr, set up once
     importlib.import_module("cs2cap_account._logging").configure_from_env()
@@ -224,15 +225,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """Import a public name from its module on first use, and keep it."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_attributes(globals(), _LAZY)

@@ -22,8 +22,9 @@ reasons and stages come from fixed lists.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
+
+from cs2cap_account._lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from cs2cap_account.metrics._health import HealthServer, health_app, serve
@@ -43,15 +44,4 @@ _LAZY: Final = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """Import a public name from its module (and its extra) on first use."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_attributes(globals(), _LAZY)
