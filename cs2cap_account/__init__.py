@@ -79,6 +79,7 @@ if TYPE_CHECKING:
     )
     from cs2cap_account.rotation import (
         CallbackFailure,
+        ChildRotationEvent,
         FailureEvent,
         KeyRotator,
         KeyState,
@@ -110,6 +111,7 @@ _LAZY: Final[dict[str, str]] = {
     "BadRequestError": "cs2cap_account.errors",
     "CS2CapError": "cs2cap_account.errors",
     "CallbackFailure": "cs2cap_account.rotation",
+    "ChildRotationEvent": "cs2cap_account.rotation",
     "Clock": "cs2cap_account._clock",
     "ConflictError": "cs2cap_account.errors",
     "CreatedSubKey": "cs2cap_account._models",
@@ -171,6 +173,7 @@ __all__ = [
     "BadRequestError",
     "CS2CapError",
     "CallbackFailure",
+    "ChildRotationEvent",
     "Clock",
     "ConflictError",
     "CreatedSubKey",

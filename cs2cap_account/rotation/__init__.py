@@ -1,6 +1,14 @@
-"""Root-key rotation: `KeyRotator`, the events it announces, its status, and its `Step`s."""
+"""Key rotation: `KeyRotator`, the events it announces, its status, and its `Step`s.
 
-from cs2cap_account.rotation._event import CallbackFailure, RotationEvent, SinkFailure
+It rotates the root key, and child keys on their own schedule.
+"""
+
+from cs2cap_account.rotation._event import (
+    CallbackFailure,
+    ChildRotationEvent,
+    RotationEvent,
+    SinkFailure,
+)
 from cs2cap_account.rotation._failure import (
     FailureEvent,
     KeyState,
@@ -15,6 +23,7 @@ from cs2cap_account.rotation._steps import Step
 
 __all__ = [
     "CallbackFailure",
+    "ChildRotationEvent",
     "FailureEvent",
     "KeyRotator",
     "KeyState",

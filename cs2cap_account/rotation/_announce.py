@@ -1,9 +1,9 @@
 """Telling about a new key (step 9): the key sinks, then callbacks, then `events()`.
 
-Once per key id in a process, whether the key was rotated here or adopted from the
-store. A sink that missed a key (it failed, or this process has not published to it
-yet: a restart, an adoption that was no news) is published to again by `republish()`,
-which every check calls.
+Likewise for a child key rotated on its own (`announce_child`). Once per key id in a
+process, whether the key was rotated here or adopted from the store. A sink that missed
+a key (it failed, or this process has not published to it yet: a restart, an adoption
+that was no news) is published to again by `republish()`, which every check calls.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import attrs
 
 from cs2cap_account._clock import Clock
 from cs2cap_account.rotation._callbacks import Callback, run_callbacks
-from cs2cap_account.rotation._event import RotationEvent
+from cs2cap_account.rotation._event import ChildRotationEvent, RotationEvent
 from cs2cap_account.rotation._failure import FailureEvent
 from cs2cap_account.rotation._holding import Holding
 from cs2cap_account.sinks._publish import Publisher
@@ -45,6 +45,10 @@ class Announcer:
     )
     # Instrumentation (metrics): called with each event once told, never fatal.
     watchers: list[Callable[[RotationEvent | FailureEvent], None]] = attrs.field(factory=list)
+    child_callbacks: list[Callable[[ChildRotationEvent], object]] = attrs.field(factory=list)
+    # The `events(children=True)` subscribers, each with whether it takes failures too.
+    _child_subscribers: dict[asyncio.Queue[Any], bool] = attrs.field(factory=dict)
+    _children_announced: set[str] = attrs.field(factory=set)
 
     async def announce(self, event: RotationEvent) -> RotationEvent:
         """9. Sinks, callbacks, then `events()` subscribers; once per key id in this process."""
@@ -80,6 +84,35 @@ class Announcer:
         )
         return event
 
+    async def announce_child(self, event: ChildRotationEvent) -> ChildRotationEvent:
+        """A child key's new key: child sinks, child callbacks, `events(children=True)`.
+
+        Once per child key id in this process.
+        """
+        if event.key_id in self._children_announced:
+            return event
+        self._children_announced.add(event.key_id)
+        sink_errors = await self.publisher.publish_child(event)
+        failures = await run_callbacks(
+            cast("list[Callback]", self.child_callbacks),
+            cast("Any", event),
+            timeout=self._timeout,
+            attempts=_CALLBACK_ATTEMPTS,
+            clock=self._clock,
+        )
+        event = attrs.evolve(event, callback_errors=failures, sink_errors=sink_errors)
+        for queue in self._child_subscribers:
+            queue.put_nowait(event)
+        logger.info(
+            "child key %r rotated: %s -> %s (generation %d, %s)",
+            event.name,
+            event.previous_key_id,
+            event.key_id,
+            event.generation,
+            event.reason,
+        )
+        return event
+
     async def republish(self) -> None:
         """Publish the stored key held here to every sink that has not been given it.
 
@@ -103,6 +136,25 @@ class Announcer:
                 reason="republished",
             )
         await self.publisher.publish(event)
+
+    async def republish_children(self) -> None:
+        """Publish each child key known here to every child sink that lacks it.
+
+        A sink lacks one after it failed, or after a restart. Nothing here raises.
+        """
+        for name, entry in tuple(self._holding.children.items()):
+            if not self.publisher.child_behind(name, entry.id):
+                continue
+            event = ChildRotationEvent(
+                name=name,
+                new_key=entry.key,
+                key_id=entry.id,
+                previous_key_id=None,
+                generation=entry.generation,
+                rotated_at=entry.info.created_at if entry.info else self._clock.now(),
+                reason="republished",
+            )
+            await self.publisher.publish_child(event)
 
     async def events(self) -> AsyncGenerator[RotationEvent, None]:
         """Every event from the moment iteration starts, as it is announced."""
@@ -129,6 +181,9 @@ class Announcer:
         """Hand `event` to `events(failures=True)` subscribers and the watchers."""
         for queue in self._failure_subscribers:
             queue.put_nowait(event)
+        for queue, failures in self._child_subscribers.items():
+            if failures or isinstance(event, RotationEvent):
+                queue.put_nowait(event)
         for watcher in self.watchers:
             try:
                 watcher(event)
@@ -144,3 +199,18 @@ class Announcer:
                 yield await queue.get()
         finally:
             self._failure_subscribers.discard(queue)
+
+    async def with_children(
+        self, *, failures: bool
+    ) -> AsyncGenerator[RotationEvent | ChildRotationEvent | FailureEvent, None]:
+        """Every new root key and child key from the moment iteration starts, in order.
+
+        With `failures`, every failure event too.
+        """
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._child_subscribers[queue] = failures
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._child_subscribers.pop(queue, None)

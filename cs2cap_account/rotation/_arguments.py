@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Final
 
-from cs2cap_account._secret import SecretKey
+from cs2cap_account._secret import SecretKey, redact_text
 
 __all__ = [
     "MAX_REASON_LENGTH",
     "checked_callback",
+    "checked_child_name",
+    "checked_children",
     "checked_flag",
     "checked_fraction",
     "checked_reason",
@@ -101,3 +103,24 @@ def checked_callback(value: object) -> Callable[..., object]:
     if not callable(value):
         raise TypeError(f"on_rotate needs a callable, not {type(value).__name__}")
     return value
+
+
+def checked_child_name(value: object) -> str:
+    """A child key's name, as the server knows it: a non-empty string."""
+    if not isinstance(value, str):
+        raise TypeError(f"a child key's name must be a string, not {type(value).__name__}")
+    if not value.strip():
+        raise ValueError("a child key's name must not be empty")
+    if redact_text(value) != value:
+        # It goes in the journal, in logs and in events: it must not be a key.
+        raise ValueError("a child key's name looks like an API key or a token, not a name")
+    return value
+
+
+def checked_children(value: object) -> tuple[str, ...] | None:
+    """The names of the child keys to rotate (None: every child the store records)."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(f"children must be a list of child key names, not {type(value).__name__}")
+    return tuple(dict.fromkeys(checked_child_name(name) for name in value))

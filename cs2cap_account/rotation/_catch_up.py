@@ -21,6 +21,7 @@ from cs2cap_account._models import CreatedSubKey, KeyInfo
 from cs2cap_account._secret import SecretKey
 from cs2cap_account.errors import AuthenticationError, CS2CapError, KeyLostError
 from cs2cap_account.rotation._announce import Announcer
+from cs2cap_account.rotation._child_rotation import ChildRotations
 from cs2cap_account.rotation._event import RotationEvent
 from cs2cap_account.rotation._holding import Holding
 from cs2cap_account.rotation._journal import (
@@ -82,6 +83,7 @@ class CatchUp:
     _protocol: Protocol
     _announcer: Announcer
     _background: Background
+    _children: ChildRotations
 
     async def catch_up(self) -> RotationEvent | None:
         """Adopt a newer stored key, or finish a journal left open; never reissue.
@@ -94,6 +96,8 @@ class CatchUp:
     async def _from(self, record: KeyRecord | None) -> RotationEvent | None:
         """`catch_up()` with the record just loaded."""
         step = next_step(record, self._holding.held())
+        if step is Next.NOTHING_TO_DO and record is not None:
+            await self._children.adopt(record)  # a child rotated on its own, elsewhere
         if step in {Next.NOTHING_TO_DO, Next.WAIT_HALTED}:
             return None
         if step is Next.ADOPT:
@@ -123,7 +127,9 @@ class CatchUp:
                 self._holding.hold(record)
             return True
         await self._from(record)
-        return False
+        # A child rotated on its own keeps the generation: a store holding children is
+        # read at every report, not only at a new generation.
+        return record is not None and bool(record.sub_keys or record.child_rotations)
 
     async def locked(self, probed: _Probed | None = None) -> RotationEvent | None:
         """Carry out the steps the store calls for, up to the one that ends the look.
@@ -141,6 +147,8 @@ class CatchUp:
                 if done:
                     return done.event
                 continue
+            if step is Next.NOTHING_TO_DO and record is not None:
+                await self._children.adopt(record)
             if step in {Next.NOTHING_TO_DO, Next.WAIT_HALTED}:
                 return None
             if step is Next.PROBE_HELD:
@@ -318,6 +326,7 @@ class CatchUp:
         )
         previous_id = self._holding.key_id
         self._holding.hold(record)
+        self._holding.know_children(record)  # announced with the root key, if at all
         self._holding.halted = None
         if not news:
             self._holding.announced.add(record.key_id)

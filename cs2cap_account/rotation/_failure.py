@@ -70,12 +70,12 @@ class RotationStage(str, enum.Enum):
     VERIFY = "verify"
     """Step 7: the new key's verification."""
     CHILDREN = "children"
-    """Step 8: re-creating the child keys."""
+    """Step 8: re-creating the child keys; or a child key's own rotation."""
     ANNOUNCE = "announce"
     """Step 9: callbacks, `events()`, closing the journal."""
 
 
-_STAGE_AFTER: Final = {
+_STAGE_AFTER: Final[dict[Step | None, RotationStage]] = {
     None: RotationStage.JOURNAL,
     Step.JOURNALED: RotationStage.REISSUE,
     Step.REISSUED: RotationStage.SAVE,
@@ -83,6 +83,17 @@ _STAGE_AFTER: Final = {
     Step.VERIFIED: RotationStage.CHILDREN,
     Step.CHILDREN: RotationStage.ANNOUNCE,
     Step.ANNOUNCED: RotationStage.ANNOUNCE,
+    # A child key's own rotation fails at the children's stage, whatever its step.
+    **dict.fromkeys(
+        (
+            Step.CHILD_JOURNALED,
+            Step.CHILD_REISSUED,
+            Step.CHILD_SAVED,
+            Step.CHILD_VERIFIED,
+            Step.CHILD_ANNOUNCED,
+        ),
+        RotationStage.CHILDREN,
+    ),
 }
 
 

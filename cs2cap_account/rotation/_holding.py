@@ -17,7 +17,7 @@ from cs2cap_account._secret import SecretKey
 from cs2cap_account.errors import RotationError
 from cs2cap_account.rotation._event import RotationEvent
 from cs2cap_account.rotation._journal import Held, UnsavedKey
-from cs2cap_account.stores._record import KeyRecord
+from cs2cap_account.stores._record import KeyRecord, StoredSubKey
 
 __all__ = ["Holding"]
 
@@ -29,7 +29,9 @@ class Holding:
     `generation`, `key_id` and `lineage` are those of the stored record the client's key
     comes from (0 and None before the first look); `announced` the key ids announced here.
     `halted` is the error a lost key with no way to recover it left; `unsaved` a reissued
-    key the store could not take yet.
+    key the store could not take yet. `children` are the child keys this process knows,
+    by name, as the store held them (those of a root key come with it; a later one
+    stored under a name is news, announced as a child rotation).
     """
 
     _client: AccountClient
@@ -40,6 +42,7 @@ class Holding:
     halted: RotationError | None = None
     unsaved: UnsavedKey | None = None
     last_event: RotationEvent | None = None
+    children: dict[str, StoredSubKey] = attrs.field(factory=dict)
     _switched: asyncio.Event = attrs.field(factory=asyncio.Event)
 
     @property
@@ -71,12 +74,17 @@ class Holding:
         """
         if record.key_id != self.key_id:
             self.halted = None
+            self.know_children(record)  # another root key: its children come with it
         self._switch(record.key)
         self.generation = record.generation
         self.key_id = record.key_id
         self.lineage = record.lineage
         if self.unsaved is not None and self.unsaved.record.key_id == record.key_id:
             self.unsaved = None  # it is stored now
+
+    def know_children(self, record: KeyRecord) -> None:
+        """Take the child keys `record` holds as known here (none of them is news)."""
+        self.children = dict(record.sub_keys)
 
     def hold_unsaved(self, unsaved: UnsavedKey) -> None:
         """Send a key the store could not take; it is saved at the next look."""

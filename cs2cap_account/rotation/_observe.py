@@ -29,6 +29,7 @@ from cs2cap_account.rotation._failure import (
     RotationFailed,
     RotationHalted,
     RotationRecovered,
+    RotationStage,
     key_state_after,
     stage_after,
     what_to_do,
@@ -148,8 +149,13 @@ class Observer:
         if error is not self._reported:
             await self.report(error, rotating=False)
 
-    async def report(self, error: BaseException, *, rotating: bool) -> None:
-        """Announce `error` as one `RotationFailed` (and a halt, if it halted)."""
+    async def report(
+        self, error: BaseException, *, rotating: bool, stage: RotationStage | None = None
+    ) -> None:
+        """Announce `error` as one `RotationFailed` (and a halt, if it halted).
+
+        `stage` if given, else the one the last step passed tells (`stage_after`).
+        """
         self._reported = error
         unsaved = self._holding.unsaved
         kept_aside = False
@@ -163,7 +169,7 @@ class Observer:
             kept_aside=kept_aside,
         )
         failure = RotationFailed(
-            stage=stage_after(self.last_step, rotating=rotating),
+            stage=stage or stage_after(self.last_step, rotating=rotating),
             key_state=state,
             error=error,
             action=what_to_do(state),

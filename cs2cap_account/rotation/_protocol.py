@@ -122,9 +122,10 @@ class Protocol:
         try:
             listed = [
                 ChildSpec(
-                    name=detail.key.name or detail.key.id,
+                    name=(name := detail.key.name or detail.key.id),
                     quota_requests_per_month_override=detail.key.quota_requests_per_month_override,
                     rate_requests_per_minute_override=detail.key.rate_requests_per_minute_override,
+                    generation=_stored_generation(record, name),
                 )
                 async for detail in self._client.sub_keys.iterate()
             ]
@@ -250,7 +251,10 @@ class Protocol:
             previous,
         )
         # Its children were revoked with it, and the revoked key cannot list them.
-        children = tuple(ChildSpec(name=name) for name in record.sub_keys)
+        children = tuple(
+            ChildSpec(name=name, generation=entry.generation)
+            for name, entry in record.sub_keys.items()
+        )
         journaled = await self._journal(record, "recovery", children)
         lost = KeyLostError(
             f"the root key {previous} was revoked by a reissue whose key no one received",
@@ -415,6 +419,7 @@ class Protocol:
         await self._steps.passed(Step.VERIFIED)
         # 8. Re-create the children.
         record, made, failed = await self._recreate_children(record, pending.children, fresh=fresh)
+        self._holding.know_children(record)  # they come with this event, not as news
         await self._steps.passed(Step.CHILDREN)
         # 9. Announce, then close the journal.
         event = RotationEvent(
@@ -501,7 +506,12 @@ class Protocol:
                 failed[spec.name] = exc
                 continue
             made[spec.name] = child
-            entry = StoredSubKey(key=child.key, id=child.key_info.id, info=child.key_info)
+            entry = StoredSubKey(
+                key=child.key,
+                id=child.key_info.id,
+                info=child.key_info,
+                generation=spec.generation + 1,
+            )
             try:
                 record = await self._io.write(
                     attrs.evolve(record, sub_keys={**record.sub_keys, spec.name: entry}),
@@ -533,3 +543,9 @@ class Protocol:
         except CS2CapError as exc:
             logger.warning("could not list the child keys (%s); creating them afresh", exc)
             return {}
+
+
+def _stored_generation(record: KeyRecord, name: str) -> int:
+    """The generation of the child stored under `name` (0 if none is)."""
+    entry = record.sub_keys.get(name)
+    return 0 if entry is None else entry.generation

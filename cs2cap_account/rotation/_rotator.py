@@ -6,6 +6,7 @@ The public surface, and the wiring of the rooms that do the work:
 - `_catch_up`: carries out those steps (adopt, finish a journal, save a held key, and
   the reload after a 401);
 - `_protocol`: the nine-step rotation, and completing or recovering one;
+- `_child_rotation` (with `_child_journal`, pure): child keys on their own schedule;
 - `_recovery`: reissuing with the recovery token after a key was lost;
 - `_store_io`: retried compare-and-set writes; `_announce`: callbacks and `events()`;
 - `_loops`: the schedule and following the store; `_holding`: what this process holds;
@@ -19,9 +20,9 @@ import asyncio
 import datetime as dt
 import functools
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
-from types import TracebackType
-from typing import TYPE_CHECKING, Final, Literal, overload
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from types import MappingProxyType, TracebackType
+from typing import TYPE_CHECKING, Any, Final, Literal, overload
 
 import attrs
 
@@ -35,6 +36,8 @@ from cs2cap_account.errors import AuthenticationError, StoreError
 from cs2cap_account.rotation._announce import Announcer
 from cs2cap_account.rotation._arguments import (
     checked_callback,
+    checked_child_name,
+    checked_children,
     checked_flag,
     checked_fraction,
     checked_reason,
@@ -44,8 +47,9 @@ from cs2cap_account.rotation._arguments import (
 )
 from cs2cap_account.rotation._callbacks import Callback
 from cs2cap_account.rotation._catch_up import CatchUp
-from cs2cap_account.rotation._event import RotationEvent
-from cs2cap_account.rotation._failure import FailureEvent
+from cs2cap_account.rotation._child_rotation import ChildRotations
+from cs2cap_account.rotation._event import ChildRotationEvent, RotationEvent
+from cs2cap_account.rotation._failure import FailureEvent, RotationStage
 from cs2cap_account.rotation._holding import Holding
 from cs2cap_account.rotation._loops import follow, schedule
 from cs2cap_account.rotation._observe import Observer
@@ -115,6 +119,12 @@ class KeyRotator:
     says what to do. `recreate_sub_keys` re-creates the child keys a reissue revokes.
     Each new key is published to `sinks` (`cs2cap_account.sinks`) once saved and
     verified, before the callbacks; each attempt within `callback_timeout`.
+
+    With `child_max_age`, child keys rotate on their own schedule: each check, every
+    child in `children` (names; by default every child the store records) older than
+    that is reissued through its own route, one at a time, journaled in the store, saved,
+    verified with its new key and announced (`on_child_rotate`); the root key and the
+    other children are left alone. `child_keys` holds the child keys in force.
     """
 
     def __init__(
@@ -130,6 +140,8 @@ class KeyRotator:
         recreate_sub_keys: bool = False,
         callback_timeout: float = 30.0,
         sinks: Iterable[KeySink] | None = None,
+        child_max_age: dt.timedelta | float | None = None,
+        children: Iterable[str] | None = None,
     ) -> None:
         token = checked_token(recovery_token, "recovery_token")
         # The plaintext stays in the SecretKey alone, not in this frame's locals, which an
@@ -145,6 +157,8 @@ class KeyRotator:
         self._jitter = checked_fraction(jitter, "jitter")
         recreate_sub_keys = checked_flag(recreate_sub_keys, "recreate_sub_keys")
         callback_timeout = checked_seconds(callback_timeout, "callback_timeout")
+        child_max_age = checked_span(child_max_age, "child_max_age")
+        managed_children = checked_children(children)
         self._seen: _Seen | None = None  # the key the last check saw: the schedule's guard
         self._io = StoreIO(self._store, self._clock)
         self._holding = Holding(client)
@@ -164,6 +178,17 @@ class KeyRotator:
             self._steps,
             recreate_sub_keys,
         )
+        self._children = ChildRotations(
+            client,
+            self._clock,
+            self._io,
+            self._holding,
+            self._announcer,
+            self._steps,
+            child_max_age,
+            managed_children,
+            self._report_child_failure,
+        )
         self._catch_up = CatchUp(
             client,
             self._clock,
@@ -172,6 +197,7 @@ class KeyRotator:
             self._protocol,
             self._announcer,
             self._background,
+            self._children,
         )
         self._inflight: asyncio.Task[RotationEvent] | None = None
         self._loop_task: asyncio.Task[None] | None = None
@@ -208,6 +234,52 @@ class KeyRotator:
         checked_callback(callback)
         self._announcer.callbacks.append(callback)
         return callback
+
+    def on_child_rotate(
+        self, callback: Callable[[ChildRotationEvent], object]
+    ) -> Callable[..., object]:
+        """Register `callback(event)`, sync or async, to run after every new child key.
+
+        Usable as a decorator. `event` is a `ChildRotationEvent`: a child rotated on its
+        own schedule (`child_max_age`), by `rotate_child_now()`, or by another process and
+        adopted from the store. Run like `on_rotate` callbacks. The child keys re-created
+        after a root rotation come with its `RotationEvent` (`sub_keys`) instead.
+        """
+        checked_callback(callback)
+        self._announcer.child_callbacks.append(callback)
+        return callback
+
+    @property
+    def child_keys(self) -> Mapping[str, SecretKey]:
+        """The child keys in force as this process knows them from the store, by name.
+
+        A read-only view, updated as child keys rotate (here or elsewhere) and as root
+        rotations re-create them.
+        """
+        return MappingProxyType({name: e.key for name, e in self._holding.children.items()})
+
+    async def rotate_child_now(self, name: str, reason: str = "manual") -> ChildRotationEvent:
+        """Rotate the child key `name` now, whatever its age, and return the event.
+
+        Under the store's lock, journaled like a scheduled child rotation (an open one is
+        finished first). The child's key comes from the store, or, for a child the store
+        does not hold yet, the one active child of that name is found by listing: its new
+        key is then stored. The root key is never reissued. `RotationError` if it cannot
+        be done; a lost answer is recovered with the root key.
+        """
+        name = checked_child_name(name)
+        reason = checked_reason(reason)
+        with rotation_requests():
+            try:
+                await self._catch_up.catch_up()  # the root key in force comes first
+                return await self._children.rotate_now(name, reason)
+            except Exception as exc:
+                await self._observer.report(exc, rotating=True, stage=RotationStage.CHILDREN)
+                raise
+
+    async def _report_child_failure(self, error: BaseException) -> None:
+        """A scheduled child rotation failed: one `RotationFailed` at the children's stage."""
+        await self._observer.report(error, rotating=True, stage=RotationStage.CHILDREN)
 
     @property
     def current_key(self) -> SecretKey:
@@ -269,26 +341,38 @@ class KeyRotator:
 
     @overload
     def events(
-        self, *, failures: Literal[False] = False
+        self, *, failures: Literal[False] = False, children: Literal[False] = False
     ) -> AsyncGenerator[RotationEvent, None]: ...
 
     @overload
     def events(
-        self, *, failures: Literal[True]
+        self, *, failures: Literal[True], children: Literal[False] = False
     ) -> AsyncGenerator[RotationEvent | FailureEvent, None]: ...
 
     @overload
-    def events(self, *, failures: bool) -> AsyncGenerator[RotationEvent | FailureEvent, None]: ...
+    def events(
+        self, *, failures: Literal[False] = False, children: Literal[True]
+    ) -> AsyncGenerator[RotationEvent | ChildRotationEvent, None]: ...
+
+    @overload
+    def events(
+        self, *, failures: bool, children: bool
+    ) -> AsyncGenerator[RotationEvent | ChildRotationEvent | FailureEvent, None]: ...
 
     def events(
-        self, *, failures: bool = False
-    ) -> AsyncGenerator[RotationEvent, None] | AsyncGenerator[RotationEvent | FailureEvent, None]:
+        self, *, failures: bool = False, children: bool = False
+    ) -> AsyncGenerator[Any, None]:
         """Every `RotationEvent` from the moment iteration starts, as it is announced.
 
         With `failures=True`, every `RotationFailed`, `RotationHalted` and
-        `RotationRecovered` too, in order with the new keys (see `on_failure`).
+        `RotationRecovered` too, in order with the new keys (see `on_failure`). With
+        `children=True`, every `ChildRotationEvent` too (see `on_child_rotate`): a
+        consumer of root keys alone never mistakes a child's key for the root's.
         """
-        if checked_flag(failures, "failures"):
+        failures = checked_flag(failures, "failures")
+        if checked_flag(children, "children"):
+            return self._announcer.with_children(failures=failures)
+        if failures:
             return self._announcer.every_event()
         return self._announcer.events()
 
@@ -474,6 +558,7 @@ class KeyRotator:
             return recovered
         reason = self._due(info)
         if reason is None:
+            await self._children.check()  # each due child, on its own; the root stays
             return caught_up
         logger.info("root key %s is due for rotation (%s)", info.id, reason)
         return await self.rotate_now(reason)
@@ -486,7 +571,10 @@ class KeyRotator:
         server is asked in any case.
         """
         if not shared:
-            return await self._ask_server(await self._io.load())
+            # Under the lock too: the write of what the server said must not come between
+            # a child rotation's reading of the record and its save.
+            async with self._store.lock():
+                return await self._ask_server(await self._io.load())
         if (stored := self._from_store(await self._io.load())) is not None:
             return stored
         async with self._store.lock():  # one process asks, the others wait and read

@@ -1,9 +1,9 @@
 """The protocol's steps, named, and the seam that crash tests hook into after each.
 
-`Step` names the points of the nine-step protocol at which a process can die and leave
-a journal for the next rotator to finish. `StepHooks` calls whatever hooks a test
-registered (through `cs2cap_account.testing.after_step`) as each is passed; with none
-registered, passing a step costs one check.
+`Step` names the points of the nine-step protocol, and of a child key's own rotation, at
+which a process can die and leave a journal for the next rotator to finish. `StepHooks`
+calls whatever hooks a test registered (through `cs2cap_account.testing.after_step`) as
+each is passed; with none registered, passing a step costs one check.
 """
 
 from __future__ import annotations
@@ -29,6 +29,16 @@ class Step(str, enum.Enum):
     """Step 8: the child keys are re-created (or there were none to re-create)."""
     ANNOUNCED = "announced"
     """Step 9: callbacks and `events()` were told; the journal is closed next."""
+    CHILD_JOURNALED = "child-journaled"
+    """A child key's rotation: its journal is in the store (`child_rotations`)."""
+    CHILD_REISSUED = "child-reissued"
+    """A child key's reissue answered; its new key is in memory only."""
+    CHILD_SAVED = "child-saved"
+    """A child key's new key is saved in the store under its name."""
+    CHILD_VERIFIED = "child-verified"
+    """A child key's new key authenticates (`GET /account/key` with it)."""
+    CHILD_ANNOUNCED = "child-announced"
+    """A child key's new key was told; its journal is closed next."""
 
 
 StepHook = Callable[[Step], Awaitable[None]]

@@ -4,7 +4,7 @@
 - `VaultKVSink`: a field of a Vault (or OpenBao) KV v2 secret, check-and-set;
 - `FileSink`: a file, replaced atomically, mode 0600 (raw, env or JSON);
 - `CommandSink`: a command run with the key in its environment;
-- `KeySink`: the protocol, for your own.
+- `KeySink`: the protocol, for your own (`ChildKeySink`: one that takes child keys too).
 
 Each name is imported on first use, so that an extra's library is imported only by the
 sink that needs it.
@@ -21,11 +21,12 @@ if TYPE_CHECKING:
     from cs2cap_account.sinks._aws import AwsSecretsManagerSink
     from cs2cap_account.sinks._command import CommandSink
     from cs2cap_account.sinks._file import FileSink
-    from cs2cap_account.sinks._protocol import KeySink, SinkError
+    from cs2cap_account.sinks._protocol import ChildKeySink, KeySink, SinkError
     from cs2cap_account.sinks._vault import VaultKVSink
 
 __all__ = [
     "AwsSecretsManagerSink",
+    "ChildKeySink",
     "CommandSink",
     "FileSink",
     "KeySink",
@@ -36,6 +37,7 @@ __all__ = [
 
 _WHERE = {
     "AwsSecretsManagerSink": "cs2cap_account.sinks._aws",
+    "ChildKeySink": "cs2cap_account.sinks._protocol",
     "CommandSink": "cs2cap_account.sinks._command",
     "FileSink": "cs2cap_account.sinks._file",
     "KeySink": "cs2cap_account.sinks._protocol",

@@ -1,4 +1,7 @@
-"""`KeySink`: somewhere a new root key is delivered to, and `SinkError`, its failure."""
+"""`KeySink`: somewhere a new root key is delivered to, and `SinkError`, its failure.
+
+`ChildKeySink` is a sink that takes child keys too.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +10,9 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from cs2cap_account.errors import CS2CapError
 
 if TYPE_CHECKING:
-    from cs2cap_account.rotation._event import RotationEvent
+    from cs2cap_account.rotation._event import ChildRotationEvent, RotationEvent
 
-__all__ = ["KeySink", "SinkError", "sink_name"]
+__all__ = ["ChildKeySink", "KeySink", "SinkError", "sink_name"]
 
 
 @runtime_checkable
@@ -34,6 +37,20 @@ class KeySink(Protocol):
 
     async def publish(self, event: RotationEvent) -> None:
         """Deliver `event.new_key` (generation `event.generation`); raise on failure."""
+
+
+@runtime_checkable
+class ChildKeySink(KeySink, Protocol):
+    """A `KeySink` that also delivers child keys rotated on their own schedule.
+
+    A sink chooses to publish children by having `publish_child(event)`; a sink without
+    it is given root keys only. `publish_child` must be idempotent for one child key,
+    like `publish`: a child is published again after a failure, at a restart, and when
+    this process adopts a child another process rotated.
+    """
+
+    async def publish_child(self, event: ChildRotationEvent) -> None:
+        """Deliver `event.new_key`, the child `event.name`'s new key; raise on failure."""
 
 
 class SinkError(CS2CapError):

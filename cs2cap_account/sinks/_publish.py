@@ -12,18 +12,18 @@ import asyncio
 import logging
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, cast
 
 import attrs
 
 from cs2cap_account._clock import Clock
 from cs2cap_account._retry import retrying
 from cs2cap_account._secret import redact_text
-from cs2cap_account.sinks._protocol import KeySink, sink_name
+from cs2cap_account.sinks._protocol import ChildKeySink, KeySink, sink_name
 
 if TYPE_CHECKING:
     # Imported when used: the rotation package imports this module as it loads.
-    from cs2cap_account.rotation._event import RotationEvent, SinkFailure
+    from cs2cap_account.rotation._event import ChildRotationEvent, RotationEvent, SinkFailure
 
 __all__ = ["ATTEMPTS", "Publisher", "checked_sinks"]
 
@@ -72,6 +72,8 @@ class Publisher:
     _clock: Clock
     _timeout: float
     _delivered: dict[str, _Delivered] = attrs.field(factory=dict)
+    # The child key each sink that publishes children was last given, by (sink, child).
+    _children_delivered: dict[tuple[str, str], str] = attrs.field(factory=dict)
     _lock: asyncio.Lock = attrs.field(factory=asyncio.Lock)
 
     @property
@@ -107,24 +109,59 @@ class Publisher:
             results = await asyncio.gather(*(self._publish_one(sink, event) for sink in due))
         return tuple(failure for failure in results if failure is not None)
 
+    async def publish_child(self, event: ChildRotationEvent) -> tuple[SinkFailure, ...]:
+        """Publish a child's new key to every child sink not given it yet, as `publish`.
+
+        A child sink is one with a `publish_child(event)` (`ChildKeySink`).
+        """
+        async with self._lock:
+            due = [
+                sink
+                for sink in self._sinks
+                if callable(getattr(sink, "publish_child", None))
+                and self._children_delivered.get((sink_name(sink), event.name)) != event.key_id
+            ]
+            results = await asyncio.gather(*(self._publish_one(sink, event) for sink in due))
+        return tuple(failure for failure in results if failure is not None)
+
+    def child_behind(self, name: str, key_id: str) -> bool:
+        """Whether some sink that publishes children has not been given this child key."""
+        return any(
+            self._children_delivered.get((sink_name(sink), name)) != key_id
+            for sink in self._sinks
+            if callable(getattr(sink, "publish_child", None))
+        )
+
     def _delivered_to(self, sink: KeySink) -> str | None:
         done = self._delivered.get(sink_name(sink))
         return None if done is None else done.key_id
 
-    async def _publish_one(self, sink: KeySink, event: RotationEvent) -> SinkFailure | None:
-        from cs2cap_account.rotation._event import SinkFailure
+    async def _publish_one(
+        self, sink: KeySink, event: RotationEvent | ChildRotationEvent
+    ) -> SinkFailure | None:
+        from cs2cap_account.rotation._event import ChildRotationEvent, SinkFailure
 
         name = sink_name(sink)
+        what = (
+            f"child key {event.name!r}, generation"
+            if isinstance(event, ChildRotationEvent)
+            else "generation"
+        )
         try:
             async for attempt in retrying(attempts=ATTEMPTS, clock=self._clock):
                 with attempt:
-                    await asyncio.wait_for(sink.publish(event), self._timeout)
+                    if isinstance(event, ChildRotationEvent):
+                        sent = cast("ChildKeySink", sink).publish_child(event)
+                    else:
+                        sent = sink.publish(event)
+                    await asyncio.wait_for(sent, self._timeout)
         except Exception as exc:
             if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) and not str(exc):
                 exc = TimeoutError(f"did not finish within {self._timeout:g} s")
             logger.error(
-                "could not publish generation %d (key %s) to the key sink %s after %d "
+                "could not publish %s %d (key %s) to the key sink %s after %d "
                 "tries: %s; it is published again at the next check",
+                what,
                 event.generation,
                 event.key_id,
                 name,
@@ -132,9 +169,13 @@ class Publisher:
                 redact_text(repr(exc)),
             )
             return SinkFailure(name, exc, ATTEMPTS)
-        self._delivered[name] = _Delivered(event.key_id, event.generation)
+        if isinstance(event, ChildRotationEvent):
+            self._children_delivered[name, event.name] = event.key_id
+        else:
+            self._delivered[name] = _Delivered(event.key_id, event.generation)
         logger.info(
-            "published generation %d (key %s) to the key sink %s",
+            "published %s %d (key %s) to the key sink %s",
+            what,
             event.generation,
             event.key_id,
             name,

@@ -18,6 +18,7 @@ from cs2cap_account.errors import MalformedResponseError, StoreError
 __all__ = [
     "ChildSpec",
     "KeyRecord",
+    "PendingChildRotation",
     "PendingRotation",
     "RecordBytes",
     "StoredSubKey",
@@ -30,11 +31,16 @@ __all__ = [
 
 @attrs.frozen
 class ChildSpec:
-    """A child key to re-create after a rotation: its name and overrides."""
+    """A child key to re-create after a rotation: its name and overrides.
+
+    `generation` is that of the stored child it replaces (0 if none was stored), so the
+    re-created child's generation carries on from it.
+    """
 
     name: str
     quota_requests_per_month_override: int | None = None
     rate_requests_per_minute_override: int | None = None
+    generation: int = 0
 
 
 @attrs.frozen
@@ -49,6 +55,9 @@ class StoredSubKey:
     key: SecretKey
     id: str
     info: KeyInfo | None = None
+    generation: int = 1
+    """How many keys this child has had in the store: one more with each rotation of it,
+    on its own schedule or after a root rotation re-created it."""
 
 
 @attrs.frozen
@@ -65,6 +74,22 @@ class PendingRotation:
     reason: str
     started_at: dt.datetime
     children: tuple[ChildSpec, ...] = ()
+
+
+@attrs.frozen
+class PendingChildRotation:
+    """The journal of one child key's rotation, written before its reissue.
+
+    While the child stored under its name is still `previous_key_id` (or none is
+    stored), the reissue has not been saved: whether it happened is for the old child to
+    tell (still active: no). Once another child is stored under the name, the new key
+    is saved, and its verification and announcement are owed.
+    """
+
+    previous_key_id: str
+    previous_created_at: dt.datetime
+    reason: str
+    started_at: dt.datetime
 
 
 @attrs.frozen
@@ -96,6 +121,9 @@ class KeyRecord:
     checked_at: dt.datetime | None = None
     """When a process last asked the server about the stored key (`key_info`): one
     process per fleet does so each check interval."""
+    child_rotations: Mapping[str, PendingChildRotation] = attrs.field(factory=dict)
+    """The journals of child-key rotations in progress, by child name (see
+    `PendingChildRotation`). A root rotation drops them: its reissue revokes every child."""
 
 
 def new_lineage() -> str:
@@ -116,8 +144,8 @@ def successor(
     One generation on, in `record`'s lineage; for an empty store, generation 1 of
     `lineage` (a new random one if not given). Saved `at`. The journal and the kept-aside
     keys carry over (less `key` itself, if it was one), so an open rotation is still
-    finished and no live key is forgotten; the child keys do not, since the reissue that
-    made `key` revoked them.
+    finished and no live key is forgotten; the child keys and their journals do not,
+    since the reissue that made `key` revoked them.
     """
     if record is None:
         fresh = new_lineage() if lineage is None else lineage

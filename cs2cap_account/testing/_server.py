@@ -235,6 +235,11 @@ class FakeCS2CapAPI:
         """Root-key reissues that took effect (lost responses included)."""
         return self._state.reissues
 
+    @property
+    def child_reissues(self) -> Counter[str]:
+        """Child-key reissues that took effect, by the child's name (lost responses included)."""
+        return self._state.child_reissues
+
     # --- arranging the account -------------------------------------------------------------
 
     def add_child_key(
@@ -268,6 +273,10 @@ class FakeCS2CapAPI:
     def age_root_key(self, age: timedelta) -> None:
         """Make the active root key look `age` old (its `created_at` moves into the past)."""
         self._state.root.created_at = self._state.now() - age
+
+    def age_child_key(self, key_id: str, age: timedelta) -> None:
+        """Make a child key look `age` old (its `created_at` moves into the past)."""
+        self._record(key_id).created_at = self._state.now() - age
 
     def set_root_created_at(self, created_at: datetime) -> None:
         """Set the active root key's `created_at` (timezone-aware)."""

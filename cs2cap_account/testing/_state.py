@@ -11,6 +11,7 @@ import enum
 import json
 import secrets
 import uuid
+from collections import Counter
 from datetime import datetime
 from typing import Any, Final, Literal
 
@@ -152,6 +153,7 @@ class AccountState:
     _by_secret: dict[str, KeyRecord] = attrs.field(factory=dict, init=False)
     _children: dict[str, KeyRecord] = attrs.field(factory=dict, init=False)
     _reissues: int = attrs.field(default=0, init=False)
+    _child_reissues: Counter[str] = attrs.field(factory=Counter, init=False)
 
     def __attrs_post_init__(self) -> None:
         if not self._root_secret.startswith(f"{ROOT_PREFIX}_") or len(self._root_secret) < 20:
@@ -278,6 +280,7 @@ class AccountState:
         old = self._active_child(key_id)
         self._require_verified_email()
         old.revoked_at = self._now()
+        self._child_reissues[old.name or ""] += 1
         settings = ChildSettings(old.name or "", old.quota_override, old.rate_override)
         return self._created(self._new_child(settings))
 
@@ -302,6 +305,11 @@ class AccountState:
     def reissues(self) -> int:
         """How many root reissues have taken effect."""
         return self._reissues
+
+    @property
+    def child_reissues(self) -> Counter[str]:
+        """How many child reissues have taken effect, by the child's name."""
+        return self._child_reissues
 
     @property
     def email_verified(self) -> bool:

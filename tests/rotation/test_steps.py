@@ -6,6 +6,9 @@ from cs2cap_account import AccountClient, KeyRotator, MemoryKeyStore
 from cs2cap_account.rotation import Step
 from cs2cap_account.testing import FakeCS2CapAPI, after_step
 
+# The steps of a root rotation; a child key's own rotation has the "child-" ones.
+ROOT_STEPS = [step for step in Step if not step.startswith("child-")]
+
 
 async def test_a_rotation_passes_the_six_steps_in_order(
     api: FakeCS2CapAPI, client: AccountClient, store: MemoryKeyStore
@@ -25,7 +28,7 @@ async def test_a_rotation_passes_the_six_steps_in_order(
     after_step(rotator, note)
     after_step(rotator, also)
     await rotator.rotate_now()
-    assert first == second == list(Step)
+    assert first == second == ROOT_STEPS
     assert [step.value for step in first] == [
         "journaled",
         "reissued",
@@ -51,7 +54,7 @@ async def test_a_removed_hook_is_not_called_again(
     remove()
     remove()  # twice is harmless
     await rotator.rotate_now()
-    assert seen == list(Step)
+    assert seen == ROOT_STEPS
     assert api.reissues == 2
 
 

@@ -1,0 +1,529 @@
+"""Child keys on their own schedule: rotate one child, and leave the root alone.
+
+`ChildRotations.check()` runs after the root key's part of every check. It reads the
+store once and, with no request, announces the children another process rotated
+(`_child_journal.news`); then, for each managed child (`children=`, or every child the
+store records) that has a journal open or is older than `child_max_age`, one at a time,
+under the store's lock, `rotate()` reads top to bottom:
+
+1. journal the rotation in the store (`child_rotations[name]`: the old child's id and
+   creation time) and read it back, so a broken store stops before anything is revoked;
+2. reissue the child (`POST /account/sub-keys/{id}/reissue`: the root key and the other
+   children are untouched) and save its new key under its name, one generation on:
+   shielded together from cancellation. A reissue whose answer was lost is recovered
+   with the root key alone (`client.sub_keys.recover`);
+3. verify: `GET /account/key` with the child's new key;
+4. announce (`ChildRotationEvent`: sinks that publish children, `on_child_rotate`
+   callbacks, `events(children=True)`), then close the journal.
+
+A journal left open by a crash is finished by the next rotator to look, as
+`_child_journal.next_child_step()` says. A new child key the store cannot take is held
+here, never dropped, and saved at the next check. The root key is never reissued here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+import attrs
+
+from cs2cap_account._client import AccountClient
+from cs2cap_account._clock import Clock
+from cs2cap_account._models import CreatedSubKey, KeyInfo
+from cs2cap_account._reissue import Answered, ChildProbe, Gone, NoAnswer, Verdict, child_verdict
+from cs2cap_account._retry import retry_on, retrying
+from cs2cap_account.errors import (
+    AuthenticationError,
+    CS2CapError,
+    NotFoundError,
+    RotationError,
+    StoreError,
+    SubKeyLostError,
+    SubKeyOutcomeUnknownError,
+)
+from cs2cap_account.rotation._announce import Announcer
+from cs2cap_account.rotation._child_journal import ChildNext, managed, news, next_child_step
+from cs2cap_account.rotation._event import ChildRotationEvent
+from cs2cap_account.rotation._holding import Holding
+from cs2cap_account.rotation._schedule import due
+from cs2cap_account.rotation._steps import Step, StepHooks
+from cs2cap_account.rotation._store_io import StoreIO
+from cs2cap_account.rotation._tasks import finish_even_if_cancelled
+from cs2cap_account.stores._record import KeyRecord, PendingChildRotation, StoredSubKey
+
+__all__ = ["ChildRotations"]
+
+logger: Final = logging.getLogger("cs2cap_account.rotation")
+
+_VERIFY_ATTEMPTS: Final = 5
+_MAX_STEPS: Final = 4  # probe, close, then rotate or finish: one look ends within these
+
+ReportFailure = Callable[[BaseException], Awaitable[None]]
+
+
+@attrs.frozen
+class _Unsaved:
+    """A reissued child key the store could not take: held here until it does."""
+
+    name: str
+    made: CreatedSubKey
+    follows_key_id: str
+
+
+@attrs.define
+class ChildRotations:
+    """The child keys one rotator rotates on their own schedule."""
+
+    _client: AccountClient
+    _clock: Clock
+    _io: StoreIO
+    _holding: Holding
+    _announcer: Announcer
+    _steps: StepHooks
+    max_age: dt.timedelta | None
+    names: tuple[str, ...] | None
+    _report: ReportFailure
+    # Monotonic time at which this process first held each child key id it switched to:
+    # a child is never rotated again sooner than the schedule's minimum hold.
+    _since: dict[str, float] = attrs.field(factory=dict)
+    _unsaved: dict[str, _Unsaved] = attrs.field(factory=dict)
+
+    # -- the schedule -----------------------------------------------------------------
+
+    async def check(self) -> None:
+        """Adopt what others rotated, then finish or rotate each child that calls for it.
+
+        One child's failure is reported (`on_failure`) and never stops the others; nothing
+        here raises but cancellation.
+        """
+        record = await self._io.load()
+        if not self._root_in_sync(record):
+            return
+        assert record is not None
+        await self.adopt(record)
+        await self._announcer.republish_children()
+        names = managed(record, self.names)
+        opened = tuple(name for name in record.child_rotations if name not in names)
+        unstored = [
+            name for name in names if self.max_age is not None and name not in record.sub_keys
+        ]
+        listed = await self._listed(unstored) if unstored else {}
+        for name in (*opened, *names, *self._unsaved.keys() - {*names, *opened}):
+            if not (
+                name in record.child_rotations
+                or name in self._unsaved
+                or self._looks_due(record.sub_keys.get(name), listed.get(name))
+            ):
+                continue
+            try:
+                await self._under_lock(name, reason="max_age", force=False)
+            except Exception as exc:  # one child's trouble is reported, the next goes on
+                logger.error("child key %r: %s", name, exc)
+                await self._report(exc)
+
+    async def rotate_now(self, name: str, reason: str) -> ChildRotationEvent:
+        """Rotate the child `name` now, whatever its age (finishing an open one first)."""
+        event = await self._under_lock(name, reason=reason, force=True)
+        assert event is not None
+        return event
+
+    def _root_in_sync(self, record: KeyRecord | None) -> bool:
+        """Whether the store holds the root key held here, with no root journal open.
+
+        Otherwise the root's catch-up comes first: a child reissue needs the root key in
+        force, and a root rotation in progress revokes every child anyway.
+        """
+        return (
+            record is not None
+            and record.pending is None
+            and record.key_id == self._holding.key_id
+            and self._holding.unsaved is None
+            and self._holding.halted is None
+        )
+
+    def _looks_due(self, stored: StoredSubKey | None, listed: KeyInfo | None) -> bool:
+        """Whether the child looks due by what is known without a request.
+
+        The stored metadata (or the listing) is read on the local clock; the server
+        confirms, on its own clock, before a rotation (`_confirmed_due`).
+        """
+        info = listed if stored is None else stored.info
+        if self.max_age is None:
+            return False
+        if info is None:
+            return stored is not None  # a record written before metadata was kept: ask
+        return self._due(info, server=False) is not None
+
+    def _due(self, info: KeyInfo, *, server: bool) -> str | None:
+        since = self._since.get(info.id)
+        held_for = None if since is None else self._clock.monotonic() - since
+        return due(
+            info,
+            server_now=self._client.server_date if server else None,
+            local_now=self._clock.now(),
+            max_age=self.max_age,
+            before_expiry=None,
+            held_for=None if held_for is None else dt.timedelta(seconds=held_for),
+        ).reason
+
+    async def _listed(self, names: list[str]) -> dict[str, KeyInfo]:
+        """The active child of each name, by listing (one child per name, or none)."""
+        found: dict[str, list[KeyInfo]] = {name: [] for name in names}
+        try:
+            async for detail in self._client.sub_keys.iterate():
+                if detail.key.name in found:
+                    found[detail.key.name].append(detail.key)
+        except CS2CapError as exc:
+            logger.warning("could not list the child keys to rotate (%s)", exc)
+            return {}
+        listed: dict[str, KeyInfo] = {}
+        for name, infos in found.items():
+            if len(infos) == 1:
+                listed[name] = infos[0]
+            elif not infos:
+                logger.warning("no active child key is named %r; nothing to rotate", name)
+            else:
+                logger.warning(
+                    "%d active child keys are named %r; not rotating any of them", len(infos), name
+                )
+        return listed
+
+    # -- one child, under the lock ------------------------------------------------------
+
+    async def _under_lock(
+        self, name: str, *, reason: str, force: bool
+    ) -> ChildRotationEvent | None:
+        """Under the lock: finish the child's journal, then rotate it if due (or `force`).
+
+        Returns the event of what this look finished, if anything.
+        """
+        async with self._io.store.lock():
+            record = await self._io.load()
+            if not self._root_in_sync(record):
+                raise RotationError(
+                    f"not rotating the child key {name!r}: the store's root key is not the "
+                    "one held here, or a root rotation is open; the next check catches up",
+                    previous_key_id=None,
+                )
+            assert record is not None
+            if name in self._unsaved:
+                record = await self._save_held(record, self._unsaved[name])
+            probe: Verdict | None = None
+            finished: ChildRotationEvent | None = None
+            for _ in range(_MAX_STEPS):
+                step = next_child_step(record, name, probe)
+                if step is ChildNext.NOTHING_TO_DO:
+                    if finished is not None and not force:
+                        return finished
+                    return await self._rotate_if_due(record, name, reason, force=force)
+                pending = record.child_rotations[name]
+                if step is ChildNext.PROBE_OLD:
+                    probe = await self._probe(pending.previous_key_id)
+                    continue
+                if step is ChildNext.CLOSE_JOURNAL:
+                    logger.info(
+                        "an interrupted rotation of the child key %r had not reissued it; "
+                        "closing it",
+                        name,
+                    )
+                    record, probe = await self._close(record, name), None
+                    continue
+                if step is ChildNext.WAIT:
+                    raise RotationError(
+                        f"could not tell whether the child key {name!r} was reissued; its "
+                        "journal stays open and the next check asks again",
+                        previous_key_id=pending.previous_key_id,
+                    )
+                if step is ChildNext.RECOVER:
+                    logger.warning(
+                        "an interrupted rotation lost the new key of the child key %r", name
+                    )
+                    lost = SubKeyLostError(
+                        f"the child key {pending.previous_key_id} was reissued and its new "
+                        "key lost",
+                        previous_key_id=pending.previous_key_id,
+                        name=name,
+                        previous_created_at=pending.previous_created_at,
+                    )
+                    record = await finish_even_if_cancelled(self._recover_and_save(record, lost))
+                assert next_child_step(record, name) is ChildNext.COMPLETE
+                finished, record = await self._complete(record, name)
+                if not force:
+                    return finished
+            return finished
+
+    async def _rotate_if_due(
+        self, record: KeyRecord, name: str, reason: str, *, force: bool
+    ) -> ChildRotationEvent | None:
+        """Confirm with the server that the child is due (or `force`), then rotate it."""
+        stored = record.sub_keys.get(name)
+        old = await self._old_child(name, stored)
+        if old is None:
+            if force:
+                raise RotationError(
+                    f"no single active child key named {name!r} to rotate",
+                    previous_key_id=None,
+                )
+            return None
+        if not force:
+            if self._due(old, server=True) is None:
+                return None
+            logger.info("child key %r (%s) is due for rotation (max_age)", name, old.id)
+        return await self._rotate(record, name, old, reason)
+
+    async def _old_child(self, name: str, stored: StoredSubKey | None) -> KeyInfo | None:
+        """The server's metadata of the child in force under `name` (root credential)."""
+        if stored is not None:
+            try:
+                return (await self._client.sub_keys.get(stored.id)).key
+            except NotFoundError:
+                logger.warning(
+                    "the stored child key %r (%s) no longer exists at the server; "
+                    "looking it up by name",
+                    name,
+                    stored.id,
+                )
+        return (await self._listed([name])).get(name)
+
+    async def _rotate(
+        self, record: KeyRecord, name: str, old: KeyInfo, reason: str
+    ) -> ChildRotationEvent:
+        """1-4. Journal, reissue and save, verify, announce and close."""
+        record = await self._journal(record, name, old, reason)
+        await self._steps.passed(Step.CHILD_JOURNALED)
+        record = await finish_even_if_cancelled(self._reissue_and_save(record, name, old))
+        event, _ = await self._complete(record, name)
+        return event
+
+    async def _journal(self, record: KeyRecord, name: str, old: KeyInfo, reason: str) -> KeyRecord:
+        """1. Journal the rotation, and read it back through the store's parser."""
+        pending = PendingChildRotation(
+            previous_key_id=old.id,
+            previous_created_at=old.created_at,
+            reason=reason,
+            started_at=self._clock.now(),
+        )
+        journaled = attrs.evolve(record, child_rotations={**record.child_rotations, name: pending})
+        unchanged = f"nothing was reissued; the child key {name!r} ({old.id}) is still in force"
+        try:
+            await self._io.write(journaled, record.generation)
+            back = await self._io.load()
+        except StoreError as exc:
+            raise RotationError(
+                f"the key store cannot take the child's journal ({exc}); {unchanged}",
+                previous_key_id=old.id,
+            ) from exc
+        if back != journaled:
+            await self._close(journaled, name)
+            raise RotationError(
+                f"the key store gave back something other than the child's journal; {unchanged}",
+                previous_key_id=old.id,
+            )
+        return journaled
+
+    async def _reissue_and_save(self, record: KeyRecord, name: str, old: KeyInfo) -> KeyRecord:
+        """2. Reissue the child (recovering a lost answer) and save its new key."""
+        try:
+            made = await self._client.sub_keys.reissue(old.id)
+        except SubKeyLostError as lost:
+            return await self._recover_and_save(record, lost)
+        except SubKeyOutcomeUnknownError as exc:
+            raise RotationError(
+                f"could not tell whether the child key {name!r} was reissued ({exc}); its "
+                "journal stays open: the next check probes the old child and finishes",
+                previous_key_id=old.id,
+            ) from exc
+        except CS2CapError as exc:
+            await self._close(record, name)
+            raise RotationError(
+                f"the reissue of the child key {name!r} failed ({exc}); nothing was revoked",
+                previous_key_id=old.id,
+            ) from exc
+        await self._steps.passed(Step.CHILD_REISSUED)
+        return await self._save(record, name, made, follows=old.id)
+
+    async def _recover_and_save(self, record: KeyRecord, lost: SubKeyLostError) -> KeyRecord:
+        """The reissue happened and its key was lost: reissue the child it made, and save.
+
+        The root key alone does it (no session token): the new child is the one active
+        child of the name created after the old one.
+        """
+        name = lost.name
+        assert name is not None
+        try:
+            made = await self._client.sub_keys.recover(lost)
+        except CS2CapError as exc:
+            raise RotationError(
+                f"the child key {name!r} was reissued and its new key lost, and it could not "
+                f"be recovered yet ({exc}); the journal stays open and the next check tries again",
+                previous_key_id=lost.previous_key_id,
+            ) from exc
+        await self._steps.passed(Step.CHILD_REISSUED)
+        return await self._save(record, name, made, follows=lost.previous_key_id)
+
+    async def _save(
+        self, record: KeyRecord, name: str, made: CreatedSubKey, *, follows: str
+    ) -> KeyRecord:
+        """Save the new child under its name, one generation on; the journal stays open.
+
+        If the store cannot take it, it is held here and saved at the next check.
+        """
+        before = record.sub_keys.get(name)
+        entry = StoredSubKey(
+            key=made.key,
+            id=made.key_info.id,
+            info=made.key_info,
+            generation=1 if before is None else before.generation + 1,
+        )
+        saved = attrs.evolve(record, sub_keys={**record.sub_keys, name: entry})
+        try:
+            await self._io.write(saved, record.generation)
+        except StoreError as exc:
+            self._unsaved[name] = _Unsaved(name, made, follows)
+            raise RotationError(
+                f"the new child key {name!r} ({entry.id}) could not be saved ({exc}); it is "
+                "held here and saved at the next check",
+                previous_key_id=follows,
+            ) from exc
+        self._unsaved.pop(name, None)
+        await self._steps.passed(Step.CHILD_SAVED)
+        return saved
+
+    async def _save_held(self, record: KeyRecord, held: _Unsaved) -> KeyRecord:
+        """Save a child key held since its save failed, if it is still the live one.
+
+        It is, while the journal it was reissued under is still open on the old child.
+        Otherwise it is probed: refused (another reissue revoked it), it is let go; it
+        works, it is saved over whatever the store holds under the name.
+        """
+        name = held.name
+        pending = record.child_rotations.get(name)
+        stored = record.sub_keys.get(name)
+        follows = (
+            pending is not None
+            and pending.previous_key_id == held.follows_key_id
+            and (stored is None or stored.id == held.follows_key_id)
+        )
+        if not follows:
+            try:
+                await self._client.get_key(key=held.made.key)
+            except AuthenticationError:
+                logger.warning(
+                    "the unsaved child key %r (%s) was revoked meanwhile; letting it go",
+                    name,
+                    held.made.key_info.id,
+                )
+                del self._unsaved[name]
+                return record
+        if pending is None:  # its journal went (a reset store): open it again, to finish
+            pending = PendingChildRotation(
+                previous_key_id=held.follows_key_id,
+                previous_created_at=held.made.key_info.created_at,
+                reason="recovery",
+                started_at=self._clock.now(),
+            )
+            record = attrs.evolve(record, child_rotations={**record.child_rotations, name: pending})
+        return await self._save(record, name, held.made, follows=held.follows_key_id)
+
+    async def _probe(self, old_id: str) -> Verdict:
+        """What the old child is now (root credential): still active, gone, or unknown."""
+        seen: ChildProbe
+        try:
+            detail = await self._client.sub_keys.get(old_id)
+            seen = Answered(detail.key.id, detail.key.is_active)
+        except NotFoundError:
+            seen = Gone()
+        except CS2CapError:
+            seen = NoAnswer()
+        return child_verdict(seen)
+
+    async def _complete(self, record: KeyRecord, name: str) -> tuple[ChildRotationEvent, KeyRecord]:
+        """3-4. Verify the saved child with its own key, announce it, close the journal."""
+        pending = record.child_rotations[name]
+        if not await self._verify(record.sub_keys[name]):
+            # A reissue landed after the one saved (its first attempt, late): the child it
+            # made is the live one, and the root key recovers it.
+            entry = record.sub_keys[name]
+            lost = SubKeyLostError(
+                f"the new child key {entry.id} does not authenticate",
+                previous_key_id=entry.id,
+                name=name,
+                previous_created_at=entry.info.created_at if entry.info else pending.started_at,
+            )
+            record = await finish_even_if_cancelled(self._recover_and_save(record, lost))
+            if not await self._verify(record.sub_keys[name]):
+                raise RotationError(
+                    f"the recovered child key {name!r} does not authenticate either",
+                    previous_key_id=pending.previous_key_id,
+                )
+        await self._steps.passed(Step.CHILD_VERIFIED)
+        entry = record.sub_keys[name]
+        event = await self._announce(entry, name, pending.previous_key_id, pending.reason)
+        await self._steps.passed(Step.CHILD_ANNOUNCED)
+        try:
+            record = await self._close(record, name)
+        except StoreError as exc:
+            logger.warning(
+                "could not close the child key %r's journal (%s); the next check will", name, exc
+            )
+        return event, record
+
+    async def _verify(self, entry: StoredSubKey) -> bool:
+        """Whether the child's new key authenticates (a 401 may be propagation delay).
+
+        No answer (network, 5xx) counts as passed, as for the root key.
+        """
+        try:
+            async for attempt in retrying(
+                attempts=_VERIFY_ATTEMPTS, clock=self._clock, retry=retry_on(AuthenticationError)
+            ):
+                with attempt:
+                    info = await self._client.get_key(key=entry.key)
+        except AuthenticationError as exc:
+            logger.error("the new child key %s does not authenticate: %s", entry.id, exc)
+            return False
+        except CS2CapError as exc:
+            logger.warning("could not verify the new child key %s (%s); going on", entry.id, exc)
+            return True
+        if info.id != entry.id:
+            logger.warning("the new child key reports id %s, not %s", info.id, entry.id)
+        return True
+
+    async def _close(self, record: KeyRecord, name: str) -> KeyRecord:
+        """Save `record` without the child's journal, at its own generation."""
+        journals = {k: v for k, v in record.child_rotations.items() if k != name}
+        return await self._io.write(
+            attrs.evolve(record, child_rotations=journals), record.generation
+        )
+
+    # -- telling ------------------------------------------------------------------------
+
+    async def adopt(self, record: KeyRecord) -> None:
+        """Announce every child another process stored since this one last looked.
+
+        Everything the event needs is in the record: no request.
+        """
+        for name in news(record, self._holding.children):
+            known = self._holding.children.get(name)
+            entry = record.sub_keys[name]
+            await self._announce(entry, name, None if known is None else known.id, "adopted")
+
+    async def _announce(
+        self, entry: StoredSubKey, name: str, previous_key_id: str | None, reason: str
+    ) -> ChildRotationEvent:
+        """Know `entry` as the child `name` here, and tell about it."""
+        self._holding.children[name] = entry
+        self._since.setdefault(entry.id, self._clock.monotonic())
+        event = ChildRotationEvent(
+            name=name,
+            new_key=entry.key,
+            key_id=entry.id,
+            previous_key_id=previous_key_id,
+            generation=entry.generation,
+            rotated_at=entry.info.created_at if entry.info else self._clock.now(),
+            reason=reason,
+        )
+        return await self._announcer.announce_child(event)
