@@ -92,7 +92,7 @@ class Announcer:
         if event.key_id in self._children_announced:
             return event
         self._children_announced.add(event.key_id)
-        sink_errors = await self.publisher.publish_child(event)
+        event = attrs.evolve(event, sink_errors=await self.publisher.publish_child(event))
         failures = await run_callbacks(
             cast("list[Callback]", self.child_callbacks),
             cast("Any", event),
@@ -100,7 +100,7 @@ class Announcer:
             attempts=_CALLBACK_ATTEMPTS,
             clock=self._clock,
         )
-        event = attrs.evolve(event, callback_errors=failures, sink_errors=sink_errors)
+        event = attrs.evolve(event, callback_errors=failures)
         for queue in self._child_subscribers:
             queue.put_nowait(event)
         logger.info(

@@ -105,15 +105,15 @@ def checked_callback(value: object) -> Callable[..., object]:
     return value
 
 
-def checked_child_name(value: object) -> str:
-    """A child key's name, as the server knows it: a non-empty string."""
+def checked_child_name(value: object, what: str = "name") -> str:
+    """A child key's name, as the server knows it: a non-empty string, not a key."""
     if not isinstance(value, str):
-        raise TypeError(f"a child key's name must be a string, not {type(value).__name__}")
+        raise TypeError(f"{what} must be a child key's name (a str), not {type(value).__name__}")
     if not value.strip():
-        raise ValueError("a child key's name must not be empty")
+        raise ValueError(f"{what} must be a child key's name, not empty")
     if redact_text(value) != value:
         # It goes in the journal, in logs and in events: it must not be a key.
-        raise ValueError("a child key's name looks like an API key or a token, not a name")
+        raise ValueError(f"{what} looks like an API key or a token, not a child key's name")
     return value
 
 
@@ -123,4 +123,4 @@ def checked_children(value: object) -> tuple[str, ...] | None:
         return None
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
         raise TypeError(f"children must be a list of child key names, not {type(value).__name__}")
-    return tuple(dict.fromkeys(checked_child_name(name) for name in value))
+    return tuple(dict.fromkeys(checked_child_name(name, "each of children") for name in value))

@@ -50,9 +50,11 @@ async def follow(
     """Catch up whenever the store reports a generation other than the one held.
 
     `catch_up()` returns True to be asked again at the next report whatever generation
-    it names (a rotation in progress elsewhere: its journal's close keeps the generation).
+    it names (a rotation in progress elsewhere: its journal's close keeps the generation;
+    a store holding child keys, which rotate without a new generation). The first report
+    is always caught up with, so that it can say so.
     """
-    again = False
+    again = True
     while True:
         try:
             async for generation in changes():

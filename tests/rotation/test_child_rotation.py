@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
 import pytest
@@ -13,10 +14,12 @@ from cs2cap_account import (
     KeyRotator,
     MemoryKeyStore,
     RotationError,
+    RotationEvent,
     RotationFailed,
     RotationStage,
 )
 from cs2cap_account.rotation import Step
+from cs2cap_account.sinks import ChildKeySink, SinkError
 from cs2cap_account.testing import FakeCS2CapAPI, after_step
 
 WEEK = dt.timedelta(days=7)
@@ -261,3 +264,108 @@ async def test_rotate_child_now_refuses_a_name_no_child_has(
     with pytest.raises(RotationError, match="no single active child key named 'nobody'"):
         await rotator.rotate_child_now("nobody")
     assert api.child_reissues == {}
+
+
+class _Sink:
+    """A key sink that records what it is given; `children` gives it `publish_child`."""
+
+    def __init__(self, name: str, *, fail_children: int = 0) -> None:
+        self.name = name
+        self.roots: list[str] = []
+        self.children: list[tuple[str, str, str]] = []
+        self.fail_children = fail_children
+
+    async def publish(self, event: RotationEvent) -> None:
+        self.roots.append(event.key_id)
+
+
+class _ChildSink(_Sink):
+    async def publish_child(self, event: ChildRotationEvent) -> None:
+        if self.fail_children:
+            self.fail_children -= 1
+            raise SinkError("the vault is sealed")
+        self.children.append((event.name, event.key_id, event.reason))
+
+
+async def test_a_sink_with_publish_child_gets_child_keys_and_others_do_not(
+    api: FakeCS2CapAPI, client: AccountClient, store: MemoryKeyStore, clock: FakeClock
+) -> None:
+    """A child's new key goes to each sink that has `publish_child` (a `ChildKeySink`),
+    never to a root-key sink; a child sink is given the children stored at start, and
+    one that failed (three tries) is listed in `sink_errors` and given the child at the
+    next check.
+    """
+    await _stored_children(api, client, store, "bot")
+    first = await store.load()
+    assert first is not None
+    roots_only, with_children = _Sink("roots"), _ChildSink("children")
+    rotator = KeyRotator(client, store=store, child_max_age=WEEK, sinks=[roots_only, with_children])
+    assert isinstance(with_children, ChildKeySink) and not isinstance(roots_only, ChildKeySink)
+    told: list[ChildRotationEvent] = []
+    rotator.on_child_rotate(told.append)
+    await rotator.check()
+    assert with_children.children == [("bot", first.sub_keys["bot"].id, "republished")]
+
+    clock.advance(8 * DAY)
+    with_children.fail_children = 3
+    await rotator.check()
+    [event] = told
+    assert [failure.sink for failure in event.sink_errors] == ["children"]
+    assert len(with_children.children) == 1
+
+    await rotator.check()
+    record = await store.load()
+    assert record is not None
+    assert with_children.children[1:] == [("bot", record.sub_keys["bot"].id, "republished")]
+    assert roots_only.children == [] and roots_only.roots == with_children.roots
+    assert roots_only.roots == [record.key_id]
+    assert api.child_reissues["bot"] == 1
+
+
+async def test_events_with_children_yields_both_kinds_in_order_and_plain_events_roots_only(
+    api: FakeCS2CapAPI, client: AccountClient, store: MemoryKeyStore, clock: FakeClock
+) -> None:
+    """`events(children=True)` yields root and child events as they are told; `events()`
+    never yields a child's key, so a consumer of root keys cannot take one for the root.
+    """
+    api.add_child_key("bot")
+    rotator = KeyRotator(client, store=store, recreate_sub_keys=True)
+    both = rotator.events(children=True)
+    plain = rotator.events()
+    with_failures = rotator.events(children=True, failures=True)
+    both_next = asyncio.ensure_future(anext(both))
+    plain_next = asyncio.ensure_future(anext(plain))
+    failures_next = asyncio.ensure_future(anext(with_failures))
+    await asyncio.sleep(0)
+
+    root = await rotator.rotate_now()
+    assert await both_next == root == await plain_next == await failures_next
+    plain_next = asyncio.ensure_future(anext(plain))
+    child = await rotator.rotate_child_now("bot")
+    assert await anext(both) == child == await anext(with_failures)
+    await asyncio.sleep(0)
+    assert not plain_next.done()
+    plain_next.cancel()
+    api.faults.fail("reissue_sub_key", status=409, code="CONFLICT", detail="busy")
+    with pytest.raises(RotationError):
+        await rotator.rotate_child_now("bot")
+    failure = await anext(with_failures)
+    assert isinstance(failure, RotationFailed) and failure.stage is RotationStage.CHILDREN
+    for stream in (both, plain, with_failures):
+        await stream.aclose()
+
+
+async def test_a_child_key_rotated_on_its_own_carries_its_generation_through_a_root_rotation(
+    api: FakeCS2CapAPI, client: AccountClient, store: MemoryKeyStore
+) -> None:
+    """Generations count a child's keys: 1 when first re-created, 2 after its own
+    rotation, 3 when the next root rotation re-creates it (a root reissue revokes it).
+    """
+    rotator = await _stored_children(api, client, store, "bot")
+    assert (await rotator.rotate_child_now("bot")).generation == 2
+    event = await rotator.rotate_now()
+    assert event.sub_keys["bot"].key_info.name == "bot"
+    record = await store.load()
+    assert record is not None
+    assert record.sub_keys["bot"].generation == 3
+    assert rotator.child_keys["bot"] == record.sub_keys["bot"].key

@@ -265,13 +265,18 @@ _SETTINGS: list[tuple[str, object, type[Exception]]] = [
     *[("jitter", bad, ValueError) for bad in (math.nan, -0.1, 1.0, math.inf)],
     *[
         (name, bad, ValueError)
-        for name in ("max_age", "before_expiry")
+        for name in ("max_age", "before_expiry", "child_max_age")
         for bad in (math.nan, math.inf, -1.0, -DAY)
     ],
     *[
         (name, bad, TypeError)
-        for name in ("max_age", "before_expiry")
+        for name in ("max_age", "before_expiry", "child_max_age")
         for bad in ("30d", True, [1])
+    ],
+    *[("children", bad, TypeError) for bad in ("bot", b"bot", 42, [1], [None], ["bot", 2])],
+    *[
+        ("children", bad, ValueError)
+        for bad in ([""], ["  "], ["sk_live_root_" + "a" * 24 + "0000"])
     ],
     ("recovery_token", b"jwt", TypeError),
     ("recovery_token", 42, TypeError),
@@ -340,9 +345,27 @@ async def test_good_settings_pass(fake: FakeCS2CapAPI, fake_client: AccountClien
         jitter=0,
         recovery_token=SecretKey(fake.session_token.reveal()),
         callback_timeout=5,
+        child_max_age=dt.timedelta(days=7),
+        children=iter(["bot", "ci", "bot"]),
     )
     event = await rotator.rotate_now("manual")
     assert event.reason == "manual"
+    assert rotator._children.names == ("bot", "ci")  # once each, in order
+    assert rotator._children.max_age == dt.timedelta(days=7)
+
+
+@pytest.mark.parametrize(
+    ("name", "error"), [(None, TypeError), (42, TypeError), ("", ValueError), (" ", ValueError)]
+)
+async def test_rotate_child_now_checks_the_name_before_any_request(
+    fake: FakeCS2CapAPI, fake_client: AccountClient, name: object, error: type[Exception]
+) -> None:
+    """A bad child name fails `rotate_child_now` at once: no request, nothing written."""
+    rotator = KeyRotator(fake_client)
+    before = sum(fake.requests.values())
+    with pytest.raises(error, match="name"):
+        await rotator.rotate_child_now(name)  # type: ignore[arg-type]
+    assert sum(fake.requests.values()) == before
 
 
 # --- the journal must read back ---------------------------------------------------------------
