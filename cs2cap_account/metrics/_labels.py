@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["REASONS", "ROUTES", "reason_label", "route_of"]
+__all__ = ["CHILD_REASONS", "REASONS", "ROUTES", "child_reason_label", "reason_label", "route_of"]
 
 ROUTES: Final = (
     "/account/key",
@@ -18,6 +18,7 @@ ROUTES: Final = (
     "/account/sub-keys/{id}/reissue",
 )
 REASONS: Final = ("manual", "max_age", "before_expiry", "expired", "recovery", "adopted")
+CHILD_REASONS: Final = ("manual", "max_age", "recovery", "adopted")
 _SUB_KEY: Final = "/account/sub-keys/"
 _FIXED: Final = frozenset(ROUTES[:3])
 
@@ -46,3 +47,8 @@ def route_of(path: str) -> str:
 def reason_label(reason: str) -> str:
     """A rotation's reason as a label: one of `REASONS` (a caller's own text: `manual`)."""
     return reason if reason in REASONS else "manual"
+
+
+def child_reason_label(reason: str) -> str:
+    """A child rotation's reason as a label: one of `CHILD_REASONS` (else `manual`)."""
+    return reason if reason in CHILD_REASONS else "manual"

@@ -25,8 +25,14 @@ except ImportError as exc:  # pragma: no cover - the extra is missing
 
 from cs2cap_account._client import AccountClient
 from cs2cap_account._session import Hooks, ResponseEvent, RetryEvent
-from cs2cap_account.metrics._labels import REASONS, reason_label, route_of
-from cs2cap_account.rotation._event import RotationEvent
+from cs2cap_account.metrics._labels import (
+    CHILD_REASONS,
+    REASONS,
+    child_reason_label,
+    reason_label,
+    route_of,
+)
+from cs2cap_account.rotation._event import ChildRotationEvent, RotationEvent
 from cs2cap_account.rotation._failure import (
     FailureEvent,
     RotationFailed,
@@ -139,14 +145,24 @@ class _RotatorMetrics:
         self.halts = Counter(
             f"{_PREFIX}_rotation_halts", "Times the rotator halted.", registry=registry
         )
+        self.child_rotations = Counter(
+            f"{_PREFIX}_child_rotations", "New child keys announced, rotated on their own.",
+            ["reason"], registry=registry,
+        )  # fmt: skip
         for reason in REASONS:
             self.rotations.labels(reason)
+        for reason in CHILD_REASONS:
+            self.child_rotations.labels(reason)
         for stage in RotationStage:
             self.failures.labels(stage.value)
 
-    def watch(self, event: RotationEvent | FailureEvent) -> None:
+    def watch(self, event: RotationEvent | ChildRotationEvent | FailureEvent) -> None:
         if isinstance(event, RotationEvent):
             self.rotated(event)
+        elif isinstance(event, ChildRotationEvent):
+            self.child_rotations.labels(child_reason_label(event.reason)).inc()
+            self.callback_failures.inc(len(event.callback_errors))
+            self.sink_failures.inc(len(event.sink_errors))
         else:
             self.troubled(event)
 

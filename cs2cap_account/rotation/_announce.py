@@ -44,7 +44,9 @@ class Announcer:
         factory=set
     )
     # Instrumentation (metrics): called with each event once told, never fatal.
-    watchers: list[Callable[[RotationEvent | FailureEvent], None]] = attrs.field(factory=list)
+    watchers: list[Callable[[RotationEvent | ChildRotationEvent | FailureEvent], None]] = (
+        attrs.field(factory=list)
+    )
     child_callbacks: list[Callable[[ChildRotationEvent], object]] = attrs.field(factory=list)
     # The `events(children=True)` subscribers, each with whether it takes failures too.
     _child_subscribers: dict[asyncio.Queue[Any], bool] = attrs.field(factory=dict)
@@ -103,6 +105,7 @@ class Announcer:
         event = attrs.evolve(event, callback_errors=failures)
         for queue in self._child_subscribers:
             queue.put_nowait(event)
+        self._tell_watchers(event)
         logger.info(
             "child key %r rotated: %s -> %s (generation %d, %s)",
             event.name,
@@ -184,6 +187,9 @@ class Announcer:
         for queue, failures in self._child_subscribers.items():
             if failures or isinstance(event, RotationEvent):
                 queue.put_nowait(event)
+        self._tell_watchers(event)
+
+    def _tell_watchers(self, event: RotationEvent | ChildRotationEvent | FailureEvent) -> None:
         for watcher in self.watchers:
             try:
                 watcher(event)

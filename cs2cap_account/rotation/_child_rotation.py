@@ -203,6 +203,8 @@ class ChildRotations:
         async with self._io.store.lock():
             record = await self._io.load()
             if not self._root_in_sync(record):
+                if not force:  # the root moved meanwhile: its catch-up comes first
+                    return None
                 raise RotationError(
                     f"not rotating the child key {name!r}: the store's root key is not the "
                     "one held here, or a root rotation is open; the next check catches up",

@@ -183,6 +183,34 @@ async def test_recoveries_retries_and_callback_failures_are_counted(
     assert value(samples, "cs2cap_rotations_total", reason="manual") == 1
 
 
+async def test_a_child_rotated_on_its_own_is_counted_apart_from_root_rotations(
+    fake: FakeCS2CapAPI,
+    fake_client: AccountClient,
+    store: MemoryKeyStore,
+    registry: CollectorRegistry,
+) -> None:
+    """`cs2cap_child_rotations_total{reason}` counts child keys rotated on their own;
+    `cs2cap_rotations_total` (root keys) does not move for them. Scraped over HTTP.
+    """
+    fake.add_child_key("bot")
+    rotator = KeyRotator(fake_client, store=store, recreate_sub_keys=True)
+    instrument(rotator=rotator, client=fake_client, registry=registry)
+    server = await serve(rotator, registry, host="127.0.0.1", port=0)
+    try:
+        async with aiohttp.ClientSession() as http:
+            served = Served(rotator, server, http)
+            await rotator.rotate_now()
+            before = await served.scrape()
+            await rotator.rotate_child_now("bot")
+            after = await served.scrape()
+    finally:
+        await server.aclose()
+    assert value(before, "cs2cap_child_rotations_total", reason="manual") == 0
+    assert value(after, "cs2cap_child_rotations_total", reason="manual") == 1
+    assert value(after, "cs2cap_child_rotations_total", reason="max_age") == 0
+    assert value(after, "cs2cap_rotations_total", reason="manual") == 1  # the root's, only
+
+
 async def test_livez_answers_while_the_process_runs(served: Served) -> None:
     """`/livez` is 200 whatever the rotator's state, before any check too."""
     async with served.http.get(served.server.url + "/livez") as resp:
