@@ -73,3 +73,5 @@ def bench(session: nox.Session) -> None:
     session.run("python", "tests/benchmarks/redis_topologies.py")
     # Latency from the save of a new key to each sink (moto, OpenBao, a file, a command).
     session.run("python", "tests/benchmarks/sink_latency.py")
+    # Child keys on their own schedule across eight rotators: reissues per child, recoveries.
+    session.run("python", "tests/benchmarks/child_fleet.py")

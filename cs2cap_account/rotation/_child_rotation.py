@@ -119,7 +119,7 @@ class ChildRotations:
             ):
                 continue
             try:
-                await self._under_lock(name, reason="max_age", force=False)
+                await self._under_lock(name, reason="max_age", listed=listed.get(name))
             except Exception as exc:  # one child's trouble is reported, the next goes on
                 logger.error("child key %r: %s", name, exc)
                 await self._report(exc)
@@ -194,11 +194,12 @@ class ChildRotations:
     # -- one child, under the lock ------------------------------------------------------
 
     async def _under_lock(
-        self, name: str, *, reason: str, force: bool
+        self, name: str, *, reason: str, force: bool = False, listed: KeyInfo | None = None
     ) -> ChildRotationEvent | None:
         """Under the lock: finish the child's journal, then rotate it if due (or `force`).
 
-        Returns the event of what this look finished, if anything.
+        `listed` is the listing's view of a child the store does not hold. Returns the
+        event of what this look finished, if anything.
         """
         async with self._io.store.lock():
             record = await self._io.load()
@@ -218,9 +219,13 @@ class ChildRotations:
             for _ in range(_MAX_STEPS):
                 step = next_child_step(record, name, probe)
                 if step is ChildNext.NOTHING_TO_DO:
-                    if finished is not None and not force:
-                        return finished
-                    return await self._rotate_if_due(record, name, reason, force=force)
+                    if force:
+                        return await self._rotate_if_due(record, name, reason, force=True)
+                    if finished is not None or not self._looks_due(
+                        record.sub_keys.get(name), listed
+                    ):
+                        return finished  # e.g. another process rotated it meanwhile
+                    return await self._rotate_if_due(record, name, reason, force=False)
                 pending = record.child_rotations[name]
                 if step is ChildNext.PROBE_OLD:
                     probe = await self._probe(pending.previous_key_id)
