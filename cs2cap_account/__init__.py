@@ -80,6 +80,7 @@ if TYPE_CHECKING:
     from cs2cap_account.rotation import (
         CallbackFailure,
         ChildRotationEvent,
+        ChildStatus,
         FailureEvent,
         KeyRotator,
         KeyState,
@@ -112,6 +113,7 @@ _LAZY: Final[dict[str, str]] = {
     "CS2CapError": "cs2cap_account.errors",
     "CallbackFailure": "cs2cap_account.rotation",
     "ChildRotationEvent": "cs2cap_account.rotation",
+    "ChildStatus": "cs2cap_account.rotation",
     "Clock": "cs2cap_account._clock",
     "ConflictError": "cs2cap_account.errors",
     "CreatedSubKey": "cs2cap_account._models",
@@ -174,6 +176,7 @@ __all__ = [
     "CS2CapError",
     "CallbackFailure",
     "ChildRotationEvent",
+    "ChildStatus",
     "Clock",
     "ConflictError",
     "CreatedSubKey",

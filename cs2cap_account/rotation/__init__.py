@@ -18,12 +18,19 @@ from cs2cap_account.rotation._failure import (
     RotationStage,
 )
 from cs2cap_account.rotation._rotator import KeyRotator
-from cs2cap_account.rotation._status import LastCheck, LastFailure, LastRotation, RotatorStatus
+from cs2cap_account.rotation._status import (
+    ChildStatus,
+    LastCheck,
+    LastFailure,
+    LastRotation,
+    RotatorStatus,
+)
 from cs2cap_account.rotation._steps import Step
 
 __all__ = [
     "CallbackFailure",
     "ChildRotationEvent",
+    "ChildStatus",
     "FailureEvent",
     "KeyRotator",
     "KeyState",

@@ -41,6 +41,7 @@ from cs2cap_account.rotation._status import (
     LastFailure,
     LastRotation,
     RotatorStatus,
+    child_statuses,
     next_due,
 )
 from cs2cap_account.rotation._steps import Step
@@ -285,7 +286,9 @@ class Observer:
         else:
             self._authenticated[info.id] = True
 
-    async def status(self, sinks: Mapping[str, int | None]) -> RotatorStatus:
+    async def status(
+        self, sinks: Mapping[str, int | None], *, child_max_age: dt.timedelta | None = None
+    ) -> RotatorStatus:
         """A snapshot now, reading the store once."""
         store_error = None
         record: KeyRecord | None = None
@@ -344,6 +347,7 @@ class Observer:
             store_error=store_error,
             taken_at=self._clock.now(),
             sinks=dict(sinks),
+            children=child_statuses(record, max_age=child_max_age, now=self._clock.now()),
         )
 
 

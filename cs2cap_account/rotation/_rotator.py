@@ -320,7 +320,7 @@ class KeyRotator:
         if checked_flag(verify, "verify"):
             await self._observer.verify()
         sinks = self._publisher.published()  # empty without sinks
-        return await self._observer.status(sinks)
+        return await self._observer.status(sinks, child_max_age=self._children.max_age)
 
     async def rotate_now(self, reason: str = "manual") -> RotationEvent:
         """Rotate away from the key this process holds, and return the event.

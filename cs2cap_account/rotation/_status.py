@@ -16,8 +16,18 @@ import attrs
 
 from cs2cap_account._models import KeyInfo
 from cs2cap_account.rotation._failure import KeyState, RotationStage
+from cs2cap_account.stores._record import KeyRecord
 
-__all__ = ["LastCheck", "LastFailure", "LastRotation", "RotatorStatus", "next_due", "not_ready"]
+__all__ = [
+    "ChildStatus",
+    "LastCheck",
+    "LastFailure",
+    "LastRotation",
+    "RotatorStatus",
+    "child_statuses",
+    "next_due",
+    "not_ready",
+]
 
 
 @attrs.frozen
@@ -58,6 +68,50 @@ class LastFailure:
 
 
 @attrs.frozen
+class ChildStatus:
+    """One child key as the store holds it, for `RotatorStatus.children`.
+
+    `key_id` and `generation` are the stored child's (None and 0 while a first rotation
+    of a child not yet stored is open); `created_at` and `age` from its stored metadata
+    (None without); `next_due_at` when `child_max_age` rotates it (None without one);
+    `journal_open`: a rotation of it is in progress, or was left by a crash.
+    """
+
+    name: str
+    key_id: str | None
+    generation: int
+    created_at: dt.datetime | None
+    age: dt.timedelta | None
+    next_due_at: dt.datetime | None
+    journal_open: bool
+
+
+def child_statuses(
+    record: KeyRecord | None, *, max_age: dt.timedelta | None, now: dt.datetime
+) -> tuple[ChildStatus, ...]:
+    """The stored children (and open child journals) of `record`, by name, in order."""
+    if record is None:
+        return ()
+    names = dict.fromkeys((*record.sub_keys, *record.child_rotations))
+    statuses = []
+    for name in names:
+        entry = record.sub_keys.get(name)
+        created = None if entry is None or entry.info is None else entry.info.created_at
+        statuses.append(
+            ChildStatus(
+                name=name,
+                key_id=None if entry is None else entry.id,
+                generation=0 if entry is None else entry.generation,
+                created_at=created,
+                age=None if created is None else max(now - created, dt.timedelta(0)),
+                next_due_at=None if created is None or max_age is None else created + max_age,
+                journal_open=name in record.child_rotations,
+            )
+        )
+    return tuple(statuses)
+
+
+@attrs.frozen
 class RotatorStatus:
     """A snapshot of a rotator, from `await rotator.status()`.
 
@@ -76,6 +130,8 @@ class RotatorStatus:
       `store_reachable` and `store_error`: whether it could be read just now;
     - `recoveries`: lost keys replaced with the recovery token;
     - `sinks`: each sink's last published generation, by name (empty without sinks);
+    - `children`: each child key the store holds, with its age and when
+      `child_max_age` rotates it (`ChildStatus`; empty when it cannot be read);
     - `taken_at`: when this snapshot was taken.
     """
 
@@ -100,6 +156,7 @@ class RotatorStatus:
     store_error: str | None
     taken_at: dt.datetime
     sinks: Mapping[str, int | None] = attrs.field(factory=dict)
+    children: tuple[ChildStatus, ...] = ()
 
     @property
     def ready(self) -> bool:

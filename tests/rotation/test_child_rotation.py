@@ -369,3 +369,39 @@ async def test_a_child_key_rotated_on_its_own_carries_its_generation_through_a_r
     assert record is not None
     assert record.sub_keys["bot"].generation == 3
     assert rotator.child_keys["bot"] == record.sub_keys["bot"].key
+
+
+async def test_status_shows_each_stored_child_its_age_due_time_and_open_journal(
+    api: FakeCS2CapAPI, client: AccountClient, store: MemoryKeyStore, clock: FakeClock
+) -> None:
+    """`status().children`: each stored child with its id, generation, age and the time
+    `child_max_age` makes it due; a rotation left open by a crash shows as such.
+    """
+    await _stored_children(api, client, store, "bot")
+    clock.advance(DAY)
+    rotator = KeyRotator(client, store=store, child_max_age=WEEK)
+    record = await store.load()
+    assert record is not None
+    entry = record.sub_keys["bot"]
+    assert entry.info is not None
+    [child] = (await rotator.status()).children
+    assert (child.name, child.key_id, child.generation, child.journal_open) == (
+        "bot",
+        entry.id,
+        1,
+        False,
+    )
+    assert child.age == clock.now() - entry.info.created_at
+    assert child.next_due_at == entry.info.created_at + WEEK
+
+    clock.advance(7 * DAY)
+
+    async def die(step: Step) -> None:
+        if step is Step.CHILD_JOURNALED:
+            raise Crash
+
+    after_step(rotator, die)
+    with pytest.raises(Crash):
+        await rotator.check()
+    [child] = (await rotator.status()).children
+    assert child.journal_open and child.key_id == entry.id
