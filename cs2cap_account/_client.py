@@ -349,6 +349,10 @@ class AccountClient:
         """
         return self._session.shared.server_date
 
+    def _server_now(self) -> dt.datetime | None:
+        """The server's time now, estimated from the latest `Date` (None without one)."""
+        return self._session.shared.server_now()
+
     @property
     def clock(self) -> Clock:
         """The clock the client waits on (a `FakeClock` in tests)."""

@@ -249,6 +249,7 @@ class Shared:
     _rate_seen_at: dt.datetime | None = attrs.field(init=False, default=None)
     _rate_limit: RateLimitInfo | None = attrs.field(init=False, default=None)
     _server_date: str | None = attrs.field(init=False, default=None)
+    _server_date_at: float = attrs.field(init=False, default=0.0)  # monotonic, on `clock`
 
     def __attrs_post_init__(self) -> None:
         self._wire_limiter()
@@ -295,6 +296,7 @@ class Shared:
         The `Date` header is kept as well (None when the latest response had none).
         """
         self._server_date = headers.get("Date")
+        self._server_date_at = self.clock.monotonic()
         for name in _RATE_HEADERS:  # a loop, not any(): this runs on every response
             if name in headers:
                 self._rate_headers = headers
@@ -324,6 +326,17 @@ class Shared:
         if moment.tzinfo is None:  # "-0000": UTC, by RFC 5322
             moment = moment.replace(tzinfo=dt.timezone.utc)
         return moment.astimezone(dt.timezone.utc)
+
+    def server_now(self) -> dt.datetime | None:
+        """The server's time now, estimated: the latest `Date` plus the time since it came.
+
+        The time since is monotonic, so a local wall clock that is off does not move it.
+        None without a `Date`.
+        """
+        date = self.server_date
+        if date is None:
+            return None
+        return date + dt.timedelta(seconds=max(self.clock.monotonic() - self._server_date_at, 0))
 
 
 OnAmbiguous = Callable[[CS2CapError], Awaitable[None]]

@@ -23,9 +23,10 @@ here, never dropped, and saved at the next check. The root key is never reissued
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Final
 
 import attrs
@@ -34,7 +35,7 @@ from cs2cap_account._client import AccountClient
 from cs2cap_account._clock import Clock
 from cs2cap_account._models import CreatedSubKey, KeyInfo
 from cs2cap_account._reissue import Answered, ChildProbe, Gone, NoAnswer, Verdict, child_verdict
-from cs2cap_account._retry import retry_on, retrying
+from cs2cap_account._secret import redact_text
 from cs2cap_account.errors import (
     AuthenticationError,
     CS2CapError,
@@ -48,6 +49,7 @@ from cs2cap_account.rotation._announce import Announcer
 from cs2cap_account.rotation._child_journal import ChildNext, managed, news, next_child_step
 from cs2cap_account.rotation._event import ChildRotationEvent
 from cs2cap_account.rotation._holding import Holding
+from cs2cap_account.rotation._protocol import authenticates
 from cs2cap_account.rotation._schedule import due
 from cs2cap_account.rotation._steps import Step, StepHooks
 from cs2cap_account.rotation._store_io import StoreIO
@@ -57,9 +59,6 @@ from cs2cap_account.stores._record import KeyRecord, PendingChildRotation, Store
 __all__ = ["ChildRotations"]
 
 logger: Final = logging.getLogger("cs2cap_account.rotation")
-
-_VERIFY_ATTEMPTS: Final = 5
-_MAX_STEPS: Final = 4  # probe, close, then rotate or finish: one look ends within these
 
 ReportFailure = Callable[[BaseException], Awaitable[None]]
 
@@ -90,14 +89,15 @@ class ChildRotations:
     # a child is never rotated again sooner than the schedule's minimum hold.
     _since: dict[str, float] = attrs.field(factory=dict)
     _unsaved: dict[str, _Unsaved] = attrs.field(factory=dict)
+    _adopting: asyncio.Lock = attrs.field(factory=asyncio.Lock)
 
     # -- the schedule -----------------------------------------------------------------
 
     async def check(self) -> None:
         """Adopt what others rotated, then finish or rotate each child that calls for it.
 
-        One child's failure is reported (`on_failure`) and never stops the others; nothing
-        here raises but cancellation.
+        One child's failure is reported (`on_failure`) and never stops the others. A child
+        whose name looks like a key is left alone (its name would go in logs and events).
         """
         record = await self._io.load()
         if not self._root_in_sync(record):
@@ -105,8 +105,8 @@ class ChildRotations:
         assert record is not None
         await self.adopt(record)
         await self._announcer.republish_children()
-        names = managed(record, self.names)
-        opened = tuple(name for name in record.child_rotations if name not in names)
+        names = _plain(managed(record, self.names))
+        opened = _plain(name for name in record.child_rotations if name not in names)
         unstored = [
             name for name in names if self.max_age is not None and name not in record.sub_keys
         ]
@@ -147,22 +147,28 @@ class ChildRotations:
     def _looks_due(self, stored: StoredSubKey | None, listed: KeyInfo | None) -> bool:
         """Whether the child looks due by what is known without a request.
 
-        The stored metadata (or the listing) is read on the local clock; the server
-        confirms, on its own clock, before a rotation (`_confirmed_due`).
+        The stored metadata (or the listing) against the server's time as estimated from
+        the latest response; the server confirms before a rotation (`_rotate_if_due`).
         """
         info = listed if stored is None else stored.info
         if self.max_age is None:
             return False
         if info is None:
             return stored is not None  # a record written before metadata was kept: ask
-        return self._due(info, server=False) is not None
+        return self._due(info) is not None
 
-    def _due(self, info: KeyInfo, *, server: bool) -> str | None:
+    def _due(self, info: KeyInfo) -> str | None:
+        """Whether the child `info` describes is due (`_schedule.due`), on the server's clock.
+
+        The server's time comes from the latest `Date` plus the monotonic time since, so a
+        local clock that is off neither rotates a child in a loop nor never rotates it; a
+        child this process switched to is held at least the schedule's minimum.
+        """
         since = self._since.get(info.id)
         held_for = None if since is None else self._clock.monotonic() - since
         return due(
             info,
-            server_now=self._client.server_date if server else None,
+            server_now=self._client._server_now(),
             local_now=self._clock.now(),
             max_age=self.max_age,
             before_expiry=None,
@@ -199,7 +205,7 @@ class ChildRotations:
         """Under the lock: finish the child's journal, then rotate it if due (or `force`).
 
         `listed` is the listing's view of a child the store does not hold. Returns the
-        event of what this look finished, if anything.
+        event of what this look finished or made, if anything.
         """
         async with self._io.store.lock():
             record = await self._io.load()
@@ -214,60 +220,65 @@ class ChildRotations:
             assert record is not None
             if name in self._unsaved:
                 record = await self._save_held(record, self._unsaved[name])
-            probe: Verdict | None = None
-            finished: ChildRotationEvent | None = None
-            for _ in range(_MAX_STEPS):
-                step = next_child_step(record, name, probe)
-                if step is ChildNext.NOTHING_TO_DO:
-                    if force:
-                        return await self._rotate_if_due(record, name, reason, force=True)
-                    if finished is not None or not self._looks_due(
-                        record.sub_keys.get(name), listed
-                    ):
-                        return finished  # e.g. another process rotated it meanwhile
-                    return await self._rotate_if_due(record, name, reason, force=False)
-                pending = record.child_rotations[name]
-                if step is ChildNext.PROBE_OLD:
-                    probe = await self._probe(pending.previous_key_id)
-                    continue
-                if step is ChildNext.CLOSE_JOURNAL:
-                    logger.info(
-                        "an interrupted rotation of the child key %r had not reissued it; "
-                        "closing it",
-                        name,
-                    )
-                    record, probe = await self._close(record, name), None
-                    continue
-                if step is ChildNext.WAIT:
+            record, finished = await self._finish(record, name)
+            if force:
+                if name in record.child_rotations:  # a finished rotation's close failed
                     raise RotationError(
-                        f"could not tell whether the child key {name!r} was reissued; its "
-                        "journal stays open and the next check asks again",
-                        previous_key_id=pending.previous_key_id,
+                        f"not rotating the child key {name!r} again: the journal of its last "
+                        "rotation could not be closed (the store refused the write); try "
+                        "again once the store takes writes",
+                        previous_key_id=None,
                     )
-                if step is ChildNext.RECOVER:
-                    logger.warning(
-                        "an interrupted rotation lost the new key of the child key %r", name
-                    )
-                    lost = SubKeyLostError(
-                        f"the child key {pending.previous_key_id} was reissued and its new "
-                        "key lost",
-                        previous_key_id=pending.previous_key_id,
-                        name=name,
-                        previous_created_at=pending.previous_created_at,
-                    )
-                    record = await finish_even_if_cancelled(self._recover_and_save(record, lost))
-                assert next_child_step(record, name) is ChildNext.COMPLETE
-                finished, record = await self._complete(record, name)
-                if not force:
-                    return finished
-            return finished
+                return await self._rotate_if_due(record, name, reason, force=True)
+            if finished is not None or not self._looks_due(record.sub_keys.get(name), listed):
+                return finished  # e.g. another process rotated it meanwhile
+            return await self._rotate_if_due(record, name, reason, force=False)
+
+    async def _finish(
+        self, record: KeyRecord, name: str
+    ) -> tuple[KeyRecord, ChildRotationEvent | None]:
+        """Carry out what the child's journal calls for (`next_child_step`), once.
+
+        Returns the record after it, and the event of the rotation it finished, if any.
+        """
+        step = next_child_step(record, name)
+        if step is ChildNext.NOTHING_TO_DO:
+            return record, None
+        pending = record.child_rotations[name]
+        if step is ChildNext.PROBE_OLD:
+            step = next_child_step(record, name, await self._probe(pending.previous_key_id))
+        if step is ChildNext.CLOSE_JOURNAL:
+            logger.info(
+                "an interrupted rotation of the child key %r had not reissued it; closing it",
+                name,
+            )
+            return await self._close(name), None
+        if step is ChildNext.WAIT:
+            raise RotationError(
+                f"could not tell whether the child key {name!r} was reissued; its journal "
+                "stays open and the next check asks again",
+                previous_key_id=pending.previous_key_id,
+            )
+        if step is ChildNext.RECOVER:
+            logger.warning("an interrupted rotation lost the new key of the child key %r", name)
+            lost = SubKeyLostError(
+                f"the child key {pending.previous_key_id} was reissued and its new key lost",
+                previous_key_id=pending.previous_key_id,
+                name=name,
+                previous_created_at=pending.previous_created_at,
+            )
+            record = await finish_even_if_cancelled(self._recover_and_save(name, lost))
+        else:
+            assert step is ChildNext.COMPLETE
+            logger.warning("finishing an interrupted rotation of the child key %r", name)
+            record = await self._confirm(record, name)
+        return await self._complete(record, name)
 
     async def _rotate_if_due(
         self, record: KeyRecord, name: str, reason: str, *, force: bool
     ) -> ChildRotationEvent | None:
         """Confirm with the server that the child is due (or `force`), then rotate it."""
-        stored = record.sub_keys.get(name)
-        old = await self._old_child(name, stored)
+        old = await self._old_child(name, record.sub_keys.get(name))
         if old is None:
             if force:
                 raise RotationError(
@@ -276,7 +287,7 @@ class ChildRotations:
                 )
             return None
         if not force:
-            if self._due(old, server=True) is None:
+            if self._due(old) is None:
                 return None
             logger.info("child key %r (%s) is due for rotation (max_age)", name, old.id)
         return await self._rotate(record, name, old, reason)
@@ -299,44 +310,60 @@ class ChildRotations:
         self, record: KeyRecord, name: str, old: KeyInfo, reason: str
     ) -> ChildRotationEvent:
         """1-4. Journal, reissue and save, verify, announce and close."""
-        record = await self._journal(record, name, old, reason)
+        await self._journal(record, name, old, reason)
         await self._steps.passed(Step.CHILD_JOURNALED)
-        record = await finish_even_if_cancelled(self._reissue_and_save(record, name, old))
-        event, _ = await self._complete(record, name)
+        record = await finish_even_if_cancelled(self._reissue_and_save(name, old))
+        _, event = await self._complete(record, name)
         return event
 
-    async def _journal(self, record: KeyRecord, name: str, old: KeyInfo, reason: str) -> KeyRecord:
-        """1. Journal the rotation, and read it back through the store's parser."""
+    async def _journal(self, record: KeyRecord, name: str, old: KeyInfo, reason: str) -> None:
+        """1. Journal the rotation, and read it back through the store's parser.
+
+        A stored child that is not `old` (it no longer exists: reissued by hand, and
+        `old` found by name) is dropped with it, so that the journal reads "not saved".
+        """
         pending = PendingChildRotation(
             previous_key_id=old.id,
             previous_created_at=old.created_at,
             reason=reason,
             started_at=self._clock.now(),
         )
-        journaled = attrs.evolve(record, child_rotations={**record.child_rotations, name: pending})
+        stored = record.sub_keys.get(name)
+
+        def journaled(fresh: KeyRecord) -> KeyRecord | None:
+            if name in fresh.child_rotations or fresh.sub_keys.get(name) != stored:
+                return None
+            children = dict(fresh.sub_keys)
+            if stored is not None and stored.id != old.id:
+                del children[name]
+            return attrs.evolve(
+                fresh,
+                sub_keys=children,
+                child_rotations={**fresh.child_rotations, name: pending},
+            )
+
         unchanged = f"nothing was reissued; the child key {name!r} ({old.id}) is still in force"
         try:
-            await self._io.write(journaled, record.generation)
+            written = await self._update(name, journaled, "its journal")
             back = await self._io.load()
-        except StoreError as exc:
+        except (StoreError, RotationError) as exc:
             raise RotationError(
                 f"the key store cannot take the child's journal ({exc}); {unchanged}",
                 previous_key_id=old.id,
             ) from exc
-        if back != journaled:
-            await self._close(journaled, name)
+        if back != written:
+            await self._close(name)
             raise RotationError(
                 f"the key store gave back something other than the child's journal; {unchanged}",
                 previous_key_id=old.id,
             )
-        return journaled
 
-    async def _reissue_and_save(self, record: KeyRecord, name: str, old: KeyInfo) -> KeyRecord:
+    async def _reissue_and_save(self, name: str, old: KeyInfo) -> KeyRecord:
         """2. Reissue the child (recovering a lost answer) and save its new key."""
         try:
             made = await self._client.sub_keys.reissue(old.id)
         except SubKeyLostError as lost:
-            return await self._recover_and_save(record, lost)
+            return await self._recover_and_save(name, lost)
         except SubKeyOutcomeUnknownError as exc:
             raise RotationError(
                 f"could not tell whether the child key {name!r} was reissued ({exc}); its "
@@ -344,71 +371,103 @@ class ChildRotations:
                 previous_key_id=old.id,
             ) from exc
         except CS2CapError as exc:
-            await self._close(record, name)
+            await self._close(name)
             raise RotationError(
                 f"the reissue of the child key {name!r} failed ({exc}); nothing was revoked",
                 previous_key_id=old.id,
             ) from exc
         await self._steps.passed(Step.CHILD_REISSUED)
-        return await self._save(record, name, made, follows=old.id)
+        return await self._save(name, made, follows=old.id)
 
-    async def _recover_and_save(self, record: KeyRecord, lost: SubKeyLostError) -> KeyRecord:
+    async def _recover_and_save(self, name: str, lost: SubKeyLostError) -> KeyRecord:
         """The reissue happened and its key was lost: reissue the child it made, and save.
 
         The root key alone does it (no session token): the new child is the one active
-        child of the name created after the old one.
+        child of the name created after the old one. If no child of that name is left
+        (deleted meanwhile), the child is gone: its journal and entry are dropped, once.
         """
-        name = lost.name
-        assert name is not None
         try:
             made = await self._client.sub_keys.recover(lost)
+        except SubKeyOutcomeUnknownError as exc:
+            if exc.cause is lost and await self._none_named(name):
+                await self._drop(name)
+                raise RotationError(
+                    f"the child key {name!r} is gone: no active child key has that name any "
+                    "more (deleted?); it is no longer stored, and its journal is closed",
+                    previous_key_id=lost.previous_key_id,
+                ) from exc
+            raise self._not_recovered(name, lost, exc) from exc
         except CS2CapError as exc:
-            raise RotationError(
-                f"the child key {name!r} was reissued and its new key lost, and it could not "
-                f"be recovered yet ({exc}); the journal stays open and the next check tries again",
-                previous_key_id=lost.previous_key_id,
-            ) from exc
+            raise self._not_recovered(name, lost, exc) from exc
         await self._steps.passed(Step.CHILD_REISSUED)
-        return await self._save(record, name, made, follows=lost.previous_key_id)
+        return await self._save(name, made, follows=lost.previous_key_id)
 
-    async def _save(
-        self, record: KeyRecord, name: str, made: CreatedSubKey, *, follows: str
-    ) -> KeyRecord:
+    def _not_recovered(self, name: str, lost: SubKeyLostError, exc: CS2CapError) -> RotationError:
+        return RotationError(
+            f"the child key {name!r} was reissued and its new key lost, and it could not be "
+            f"recovered yet ({exc}); the journal stays open and the next check tries again. "
+            "If several active child keys share the name, delete the strays.",
+            previous_key_id=lost.previous_key_id,
+        )
+
+    async def _none_named(self, name: str) -> bool:
+        """Whether the listing shows no active child named `name` (False if it fails)."""
+        try:
+            return not [
+                detail
+                async for detail in self._client.sub_keys.iterate()
+                if detail.key.name == name and detail.key.is_active
+            ]
+        except CS2CapError:
+            return False
+
+    async def _save(self, name: str, made: CreatedSubKey, *, follows: str) -> KeyRecord:
         """Save the new child under its name, one generation on; the journal stays open.
 
-        If the store cannot take it, it is held here and saved at the next check.
+        Only over the child it follows (`follows`, or none), under its open journal. If
+        the store cannot take it, it is held here, never dropped, and saved at the next
+        check.
         """
-        before = record.sub_keys.get(name)
-        entry = StoredSubKey(
-            key=made.key,
-            id=made.key_info.id,
-            info=made.key_info,
-            generation=1 if before is None else before.generation + 1,
-        )
-        saved = attrs.evolve(record, sub_keys={**record.sub_keys, name: entry})
+
+        def saved(fresh: KeyRecord) -> KeyRecord | None:
+            before = fresh.sub_keys.get(name)
+            if name not in fresh.child_rotations or (before is not None and before.id != follows):
+                return None
+            entry = StoredSubKey(
+                key=made.key,
+                id=made.key_info.id,
+                info=made.key_info,
+                generation=1 if before is None else before.generation + 1,
+            )
+            return attrs.evolve(fresh, sub_keys={**fresh.sub_keys, name: entry})
+
         try:
-            await self._io.write(saved, record.generation)
-        except StoreError as exc:
+            record = await self._update(name, saved, "its new key")
+        except (StoreError, RotationError) as exc:
             self._unsaved[name] = _Unsaved(name, made, follows)
             raise RotationError(
-                f"the new child key {name!r} ({entry.id}) could not be saved ({exc}); it is "
-                "held here and saved at the next check",
+                f"the new child key {name!r} ({made.key_info.id}) could not be saved "
+                f"({exc}); it is held here and saved at the next check",
                 previous_key_id=follows,
             ) from exc
         self._unsaved.pop(name, None)
         await self._steps.passed(Step.CHILD_SAVED)
-        return saved
+        return record
 
     async def _save_held(self, record: KeyRecord, held: _Unsaved) -> KeyRecord:
         """Save a child key held since its save failed, if it is still the live one.
 
-        It is, while the journal it was reissued under is still open on the old child.
-        Otherwise it is probed: refused (another reissue revoked it), it is let go; it
-        works, it is saved over whatever the store holds under the name.
+        Already stored (the failed save had landed): let go. Still following the old
+        child under its open journal: saved. Otherwise it is probed: refused (another
+        reissue revoked it), it is let go; it works, it is saved over whatever the store
+        holds under the name.
         """
-        name = held.name
-        pending = record.child_rotations.get(name)
+        name, made = held.name, held.made
         stored = record.sub_keys.get(name)
+        if stored is not None and stored.id == made.key_info.id:
+            del self._unsaved[name]
+            return record
+        pending = record.child_rotations.get(name)
         follows = (
             pending is not None
             and pending.previous_key_id == held.follows_key_id
@@ -416,24 +475,28 @@ class ChildRotations:
         )
         if not follows:
             try:
-                await self._client.get_key(key=held.made.key)
+                await self._client.get_key(key=made.key)
             except AuthenticationError:
                 logger.warning(
                     "the unsaved child key %r (%s) was revoked meanwhile; letting it go",
                     name,
-                    held.made.key_info.id,
+                    made.key_info.id,
                 )
                 del self._unsaved[name]
                 return record
-        if pending is None:  # its journal went (a reset store): open it again, to finish
             pending = PendingChildRotation(
-                previous_key_id=held.follows_key_id,
-                previous_created_at=held.made.key_info.created_at,
+                previous_key_id=stored.id if stored else held.follows_key_id,
+                previous_created_at=made.key_info.created_at,
                 reason="recovery",
                 started_at=self._clock.now(),
             )
-            record = attrs.evolve(record, child_rotations={**record.child_rotations, name: pending})
-        return await self._save(record, name, held.made, follows=held.follows_key_id)
+
+            def reopened(fresh: KeyRecord) -> KeyRecord:
+                return attrs.evolve(fresh, child_rotations={**fresh.child_rotations, name: pending})
+
+            await self._update(name, reopened, "the journal of a held key")
+            return await self._save(name, made, follows=pending.previous_key_id)
+        return await self._save(name, made, follows=held.follows_key_id)
 
     async def _probe(self, old_id: str) -> Verdict:
         """What the old child is now (root credential): still active, gone, or unknown."""
@@ -447,82 +510,141 @@ class ChildRotations:
             seen = NoAnswer()
         return child_verdict(seen)
 
-    async def _complete(self, record: KeyRecord, name: str) -> tuple[ChildRotationEvent, KeyRecord]:
+    async def _complete(self, record: KeyRecord, name: str) -> tuple[KeyRecord, ChildRotationEvent]:
         """3-4. Verify the saved child with its own key, announce it, close the journal."""
         pending = record.child_rotations[name]
-        if not await self._verify(record.sub_keys[name]):
+        entry = record.sub_keys[name]
+        if not await self._verify(entry):
             # A reissue landed after the one saved (its first attempt, late): the child it
             # made is the live one, and the root key recovers it.
-            entry = record.sub_keys[name]
             lost = SubKeyLostError(
                 f"the new child key {entry.id} does not authenticate",
                 previous_key_id=entry.id,
                 name=name,
                 previous_created_at=entry.info.created_at if entry.info else pending.started_at,
             )
-            record = await finish_even_if_cancelled(self._recover_and_save(record, lost))
-            if not await self._verify(record.sub_keys[name]):
+            record = await finish_even_if_cancelled(self._recover_and_save(name, lost))
+            entry = record.sub_keys[name]
+            if not await self._verify(entry):
                 raise RotationError(
                     f"the recovered child key {name!r} does not authenticate either",
                     previous_key_id=pending.previous_key_id,
                 )
         await self._steps.passed(Step.CHILD_VERIFIED)
-        entry = record.sub_keys[name]
         event = await self._announce(entry, name, pending.previous_key_id, pending.reason)
         await self._steps.passed(Step.CHILD_ANNOUNCED)
         try:
-            record = await self._close(record, name)
-        except StoreError as exc:
+            record = await self._close(name)
+        except (StoreError, RotationError) as exc:
             logger.warning(
-                "could not close the child key %r's journal (%s); the next check will", name, exc
+                "could not close the journal of the child key %r (%s); the next check will",
+                name,
+                exc,
             )
-        return event, record
+        return record, event
 
     async def _verify(self, entry: StoredSubKey) -> bool:
-        """Whether the child's new key authenticates (a 401 may be propagation delay).
+        """Whether the child's new key authenticates (`GET /account/key` sent with it)."""
+        return await authenticates(self._client, self._clock, entry.key, entry.id, what="child key")
 
-        No answer (network, 5xx) counts as passed, as for the root key.
+    # -- writing: each write applies its own change to the record as stored now ----------
+
+    async def _update(
+        self,
+        name: str,
+        change: Callable[[KeyRecord], KeyRecord | None],
+        what: str,
+        *,
+        always: bool = False,
+    ) -> KeyRecord:
+        """Apply `change` to the record as stored now, and write it at its generation.
+
+        A child's writes keep the root's generation, so the compare-and-set alone would
+        not fence off a writer that lost the store's lock: each write reads the record
+        again and applies only its own change to it. `change` returns None when the
+        record no longer allows it (`RotationError`); an unchanged record is not written
+        again unless `always`.
         """
-        try:
-            async for attempt in retrying(
-                attempts=_VERIFY_ATTEMPTS, clock=self._clock, retry=retry_on(AuthenticationError)
-            ):
-                with attempt:
-                    info = await self._client.get_key(key=entry.key)
-        except AuthenticationError as exc:
-            logger.error("the new child key %s does not authenticate: %s", entry.id, exc)
-            return False
-        except CS2CapError as exc:
-            logger.warning("could not verify the new child key %s (%s); going on", entry.id, exc)
-            return True
-        if info.id != entry.id:
-            logger.warning("the new child key reports id %s, not %s", info.id, entry.id)
-        return True
+        fresh = await self._io.load()
+        if not self._root_in_sync(fresh):
+            raise RotationError(
+                f"not writing {what} for the child key {name!r}: the store's root key moved",
+                previous_key_id=None,
+            )
+        assert fresh is not None
+        changed = change(fresh)
+        if changed is None:
+            raise RotationError(
+                f"not writing {what} for the child key {name!r}: the store changed under "
+                "its rotation (another rotator took over?)",
+                previous_key_id=None,
+            )
+        if changed == fresh and not always:
+            return fresh
+        return await self._io.write(changed, fresh.generation)
 
-    async def _close(self, record: KeyRecord, name: str) -> KeyRecord:
-        """Save `record` without the child's journal, at its own generation."""
-        journals = {k: v for k, v in record.child_rotations.items() if k != name}
-        return await self._io.write(
-            attrs.evolve(record, child_rotations=journals), record.generation
-        )
+    async def _confirm(self, record: KeyRecord, name: str) -> KeyRecord:
+        """Write a stored new child again before finishing its rotation.
+
+        The save that stored it may not have been confirmed (a store that waits for
+        replicas raised, the rotation stopped): no one learns of a key before a save of
+        it returns.
+        """
+        entry = record.sub_keys[name]
+
+        def same(fresh: KeyRecord) -> KeyRecord | None:
+            return fresh if fresh.sub_keys.get(name) == entry else None
+
+        return await self._update(name, same, "its new key", always=True)
+
+    async def _close(self, name: str) -> KeyRecord:
+        """Close the child's journal in the record as stored now."""
+
+        def closed(fresh: KeyRecord) -> KeyRecord:
+            journals = {k: v for k, v in fresh.child_rotations.items() if k != name}
+            return attrs.evolve(fresh, child_rotations=journals)
+
+        return await self._update(name, closed, "the close of its journal")
+
+    async def _drop(self, name: str) -> None:
+        """The child is gone: drop its entry and journal from the store, and here."""
+
+        def dropped(fresh: KeyRecord) -> KeyRecord:
+            return attrs.evolve(
+                fresh,
+                sub_keys={k: v for k, v in fresh.sub_keys.items() if k != name},
+                child_rotations={k: v for k, v in fresh.child_rotations.items() if k != name},
+            )
+
+        await self._update(name, dropped, "the removal of a gone child")
+        self._holding.children.pop(name, None)
 
     # -- telling ------------------------------------------------------------------------
 
     async def adopt(self, record: KeyRecord) -> None:
         """Announce every child another process stored since this one last looked.
 
-        Everything the event needs is in the record: no request.
+        Everything the event needs is in the record: no request. One look at a time; and
+        a look that waited on slow callbacks reads the store again before each next child
+        it tells of, so it never announces a key that was replaced meanwhile.
         """
-        for name in news(record, self._holding.children):
-            known = self._holding.children.get(name)
-            entry = record.sub_keys[name]
-            await self._announce(entry, name, None if known is None else known.id, "adopted")
+        async with self._adopting:
+            for index, name in enumerate(_plain(news(record, self._holding.children))):
+                if index:
+                    record = await self._io.load() or record
+                if name not in news(record, self._holding.children):
+                    continue  # gone, rotating again, or told of meanwhile
+                known = self._holding.children.get(name)
+                previous = None if known is None else known.id
+                await self._announce(record.sub_keys[name], name, previous, "adopted")
 
     async def _announce(
         self, entry: StoredSubKey, name: str, previous_key_id: str | None, reason: str
     ) -> ChildRotationEvent:
         """Know `entry` as the child `name` here, and tell about it."""
         self._holding.children[name] = entry
+        known = {child.id for child in self._holding.children.values()}
+        self._since = {key_id: at for key_id, at in self._since.items() if key_id in known}
         self._since.setdefault(entry.id, self._clock.monotonic())
         event = ChildRotationEvent(
             name=name,
@@ -534,3 +656,15 @@ class ChildRotations:
             reason=reason,
         )
         return await self._announcer.announce_child(event)
+
+
+def _plain(names: Iterable[str]) -> tuple[str, ...]:
+    """`names`, less any that looks like a key: a name goes in logs, errors and events."""
+    kept = tuple(names)
+    plain = tuple(name for name in kept if redact_text(name) == name)
+    if len(plain) != len(kept):
+        logger.warning(
+            "%d child key(s) whose name looks like an API key are not rotated on their own",
+            len(kept) - len(plain),
+        )
+    return plain

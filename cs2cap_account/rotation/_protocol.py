@@ -54,7 +54,7 @@ from cs2cap_account.stores._record import (
     successor,
 )
 
-__all__ = ["KEY_EXPIRED", "Protocol", "key_expired"]
+__all__ = ["KEY_EXPIRED", "Protocol", "authenticates", "key_expired"]
 
 logger: Final = logging.getLogger("cs2cap_account.rotation")
 
@@ -65,6 +65,32 @@ KEY_EXPIRED: Final = "AUTH_API_KEY_EXPIRED"
 def key_expired(error: BaseException) -> bool:
     """Whether `error` is the API refusing a key because it expired."""
     return isinstance(error, AuthenticationError) and error.code == KEY_EXPIRED
+
+
+async def authenticates(
+    client: AccountClient, clock: Clock, key: SecretKey, key_id: str, *, what: str
+) -> bool:
+    """Whether a new key authenticates: `GET /account/key` sent with it.
+
+    A 401 may be propagation delay: retried, `_VERIFY_ATTEMPTS` tries in all. No answer
+    (network, 5xx) counts as passed: the key was just issued and saved, and the next call
+    made with it will tell. `what` names the key in the logs ("root key", "child key").
+    """
+    try:
+        async for attempt in retrying(
+            attempts=_VERIFY_ATTEMPTS, clock=clock, retry=retry_on(AuthenticationError)
+        ):
+            with attempt:
+                info = await client.get_key(key=key)
+    except AuthenticationError as exc:
+        logger.error("the new %s %s does not authenticate: %s", what, key_id, exc)
+        return False
+    except CS2CapError as exc:
+        logger.warning("could not verify the new %s %s (%s); going on", what, key_id, exc)
+        return True
+    if info.id != key_id:
+        logger.warning("the new %s reports id %s, not %s", what, info.id, key_id)
+    return True
 
 
 @attrs.define
@@ -454,26 +480,10 @@ class Protocol:
             )
 
     async def _verify(self, record: KeyRecord) -> bool:
-        """7. Whether the new key authenticates (a 401 may be propagation delay: retried).
-
-        A verification that cannot get an answer (network, 5xx) counts as passed: the key
-        was just issued and saved, and the next call will tell.
-        """
-        try:
-            async for attempt in retrying(
-                attempts=_VERIFY_ATTEMPTS, clock=self._clock, retry=retry_on(AuthenticationError)
-            ):
-                with attempt:
-                    info = await self._client.get_key(key=record.key)
-        except AuthenticationError as exc:
-            logger.error("the new root key %s does not authenticate: %s", record.key_id, exc)
-            return False
-        except CS2CapError as exc:
-            logger.warning("could not verify the new key %s (%s); going on", record.key_id, exc)
-            return True
-        if info.id != record.key_id:
-            logger.warning("the new key reports id %s, not %s", info.id, record.key_id)
-        return True
+        """7. Whether the new key authenticates (see `authenticates`)."""
+        return await authenticates(
+            self._client, self._clock, record.key, record.key_id, what="root key"
+        )
 
     async def _recreate_children(
         self, record: KeyRecord, children: tuple[ChildSpec, ...], *, fresh: bool = False
