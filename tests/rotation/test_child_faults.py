@@ -96,8 +96,8 @@ async def test_a_writer_whose_lease_lapsed_never_writes_back_another_childs_old_
         AccountClient(api.root_key, base_url=api.base_url, clock=clock) as ca,
         AccountClient(api.root_key, base_url=api.base_url, clock=clock) as cb,
     ):
-        a = KeyRotator(ca, store=_OwnLease(shared))  # type: ignore[arg-type]
-        b = KeyRotator(cb, store=_OwnLease(shared))  # type: ignore[arg-type]
+        a = KeyRotator(ca, store=_OwnLease(shared))
+        b = KeyRotator(cb, store=_OwnLease(shared))
         await a.check()
         await b.check()
         stalled, release = asyncio.Event(), asyncio.Event()
