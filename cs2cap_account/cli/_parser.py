@@ -5,6 +5,7 @@ One subparser per command; each leaf sets `run`, a function returning the exit s
     cs2cap-account key show [--json]
     cs2cap-account key reissue [--store PATH] [--yes] [--json]
     cs2cap-account rotate --max-age 30d [--before-expiry 7d] (--store PATH | --redis URL)
+                          [--child-max-age 7d [--child NAME ...]]
                           [--recovery-token-env VAR] [--check-interval SECONDS] [--once]
                           [--dry-run] [--metrics-port PORT] [--log-format text|json]
     cs2cap-account status (--store PATH | --redis URL) [--max-age 30d] [--json]
@@ -280,9 +281,12 @@ def _add_rotate(top: Any) -> None:
         help="rotate the root key on a schedule (a long-lived process)",
         description="Run the KeyRotator: check at once, then every --check-interval, and "
         "reissue the root key when it is older than --max-age or within --before-expiry "
-        "of expiring. Each new key is saved in the store before anything else. Logs go "
-        "to stderr, one line per rotation to stdout. SIGTERM or Ctrl-C stops it (exit "
-        f"0). The key comes from {API_KEY_ENV}, or from the store once it holds one.",
+        "of expiring. With --child-max-age, each child key older than that (those named "
+        "by --child, else every child the store records) is reissued on its own, the "
+        "root key and the other children left alone. Each new key is saved in the store "
+        "before anything else. Logs go to stderr, one line per rotation to stdout. "
+        f"SIGTERM or Ctrl-C stops it (exit 0). The key comes from {API_KEY_ENV}, or from "
+        "the store once it holds one.",
     )
     rotate.add_argument(
         "--max-age",
@@ -295,6 +299,21 @@ def _add_rotate(top: Any) -> None:
         type=parse_duration,
         metavar="DURATION",
         help="rotate a key this close to its expiry, e.g. 7d",
+    )
+    rotate.add_argument(
+        "--child-max-age",
+        type=parse_duration,
+        metavar="DURATION",
+        help="also rotate each child key older than this on its own (through its own "
+        "reissue route: the root key and the other children are left alone), e.g. 7d",
+    )
+    rotate.add_argument(
+        "--child",
+        dest="children",
+        action="append",
+        metavar="NAME",
+        help="a child key, by name, for --child-max-age to rotate; repeatable (default: "
+        "every child key the store records)",
     )
     where = rotate.add_mutually_exclusive_group(required=True)
     where.add_argument("--store", metavar="PATH", help="keep the key in this file (FileKeyStore)")
@@ -325,8 +344,9 @@ def _add_rotate(top: Any) -> None:
     rotate.add_argument(
         "--dry-run",
         action="store_true",
-        help="say whether a check would rotate now, why, and when the key is next due; "
-        "reissue nothing and write nothing",
+        help="say whether a check would rotate now, why, and when the key is next due "
+        "(and, with --child-max-age, which child keys are due); reissue nothing and write "
+        "nothing",
     )
     rotate.add_argument(
         "--metrics-port",
