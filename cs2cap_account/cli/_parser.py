@@ -10,6 +10,7 @@ One subparser per command; each leaf sets `run`, a function returning the exit s
                           [--dry-run] [--metrics-port PORT] [--log-format text|json]
     cs2cap-account status (--store PATH | --redis URL) [--max-age 30d] [--json]
     cs2cap-account sub-keys list|create|get|update|delete|reissue ... [--json]
+    cs2cap-account sub-keys reissue ID [--store PATH | --redis URL] [--json]
     cs2cap-account mock-server [--host 127.0.0.1] [--port 8765] [--tier quant] ...
     cs2cap-account demo
 
@@ -515,12 +516,34 @@ def _add_sub_keys(top: Any) -> None:
     update.set_defaults(run=_later("_sub_keys", "sub_keys_update"))
 
     _key_id_command(actions, "delete", "sub_keys_delete", help="revoke a child key")
-    _key_id_command(
+    reissue = _command(
         actions,
         "reissue",
-        "sub_keys_reissue",
         help="replace a child key (same name and overrides; printed once)",
+        description="Replace a child key: a new key with the same name and overrides; the "
+        "old one is revoked at once, the root key and the other children are untouched. "
+        "The new key is printed once. With --store or --redis it is rotated as "
+        "KeyRotator.rotate_child_now() does: journaled in the store, saved under the "
+        "child's name (so the child needs a name) and verified before it is shown, "
+        "redacted; a rotation left open by a crash is finished by running the command "
+        f"again. The root key then comes from the store, or from {API_KEY_ENV} while it "
+        "is empty.",
     )
+    reissue.add_argument("key_id", metavar="ID")
+    where = reissue.add_mutually_exclusive_group()
+    where.add_argument(
+        "--store",
+        metavar="PATH",
+        help="save the new child key in this FileKeyStore file, under its name, instead "
+        "of printing it",
+    )
+    where.add_argument(
+        "--redis",
+        metavar="URL",
+        help='save it in Redis instead (RedisKeyStore; pip install "cs2cap-account[redis]")',
+    )
+    _api_options(reissue)
+    reissue.set_defaults(run=_later("_sub_keys", "sub_keys_reissue"))
 
 
 def _key_id_command(actions: Any, name: str, command: str, *, help: str) -> None:

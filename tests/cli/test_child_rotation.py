@@ -1,12 +1,13 @@
-"""Child keys on their own schedule from the command line: `rotate --child-max-age`
-and its `--dry-run`, each a real subprocess against a fake served by the test's own
-loop. The root key is never reissued by any of them.
+"""Child keys on their own schedule from the command line: `rotate --child-max-age`,
+its `--dry-run`, and `sub-keys reissue ID --store`, each a real subprocess against a
+fake served by the test's own loop. The root key is never reissued by any of them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from pathlib import Path
 
 import attrs
@@ -14,10 +15,11 @@ import pytest
 
 from cs2cap_account import AccountClient, FileKeyStore, KeyRecord
 from cs2cap_account.cli import ExitStatus, main
-from cs2cap_account.stores._record import StoredSubKey
+from cs2cap_account.stores._record import PendingChildRotation, StoredSubKey
 from cs2cap_account.testing import FakeCS2CapAPI
 
 from ._support import assert_no_plaintext, env_for, run
+from .test_rotate import redis_url  # noqa: F401 - the fixture, found here by its name
 
 WEEK = ("--child-max-age", "7d")
 # Past --child-max-age 7d by more than a day, however the seconds fall.
@@ -297,3 +299,164 @@ def test_child_without_child_max_age_is_a_usage_error(
         assert len(err.splitlines()) == 1, err
         assert message in err
     assert not path.exists()
+
+
+# -- sub-keys reissue --store ----------------------------------------------------------
+
+
+async def test_sub_keys_reissue_with_a_store_saves_the_child_under_its_name(
+    fake_cs2cap: FakeCS2CapAPI, tmp_path: Path
+) -> None:
+    """An empty file and CS2C_API_KEY: the root key is recorded as generation 1 and the
+    child's new key saved under its name (generation 1), shown redacted only; run again
+    on the new id, the child moves to generation 2. JSON says the same. One child reissue
+    per run, no root reissue.
+    """
+    api = fake_cs2cap
+    path, other = tmp_path / "key.json", tmp_path / "other.json"
+    bot = api.add_child_key("bot", rate_requests_per_minute_override=60)
+    board = api.add_child_key("board")
+    root_id = api.root_key_id
+
+    text, as_json = (
+        await run("sub-keys", "reissue", bot.key_id, "--store", str(path), env=env_for(api)),
+        await run("sub-keys", "reissue", board.key_id, "--store", str(other), "--json",
+                  env=env_for(api)),
+    )  # fmt: skip
+
+    for result in (text, as_json):
+        assert result.status == 0, result.stderr
+        assert_no_plaintext(result, api)
+    assert dict(api.child_reissues) == {"bot": 1, "board": 1}
+    assert api.reissues == 0
+    record = await stored(path)
+    assert (record.generation, record.key_id, list(record.sub_keys)) == (1, root_id, ["bot"])
+    first = record.sub_keys["bot"]
+    assert first.generation == 1 and api.is_active(first.key) and not api.is_active(bot.key)
+    assert text.stdout.splitlines()[0] == (
+        f"Reissued child key {bot.key_id} (now revoked) as child key {first.id}, saved in "
+        f"FileKeyStore('{path}') as 'bot' (generation 1)."
+    )
+    assert "60 requests/minute (override)" in text.stdout
+    assert re.search(rf"^  key +{re.escape(str(first.key))}$", text.stdout, re.MULTILINE)
+    data = as_json.json()
+    kept = (await stored(other)).sub_keys["board"]
+    assert (data["name"], data["key_id"], data["previous_key_id"]) == (
+        "board",
+        kept.id,
+        board.key_id,
+    )
+    assert (data["generation"], data["reason"], data["key_redacted"]) == (
+        1,
+        "manual",
+        kept.key.redacted,
+    )
+    assert data["key_info"]["name"] == "board" and data["store"] == f"FileKeyStore('{other}')"
+
+    again = await run(
+        "sub-keys", "reissue", first.id, "--store", str(path), env=env_for(api, use_root_key=False)
+    )
+    assert again.status == 0, again.stderr
+    second = (await stored(path)).sub_keys["bot"]
+    assert (second.generation, api.child_reissues["bot"], api.reissues) == (2, 2, 0)
+    assert api.is_active(second.key) and not api.is_active(first.key)
+    assert_no_plaintext(again, api)
+
+
+async def test_sub_keys_reissue_with_a_store_finishes_a_rotation_left_open(
+    fake_cs2cap: FakeCS2CapAPI, tmp_path: Path
+) -> None:
+    """A run that died after the reissue left the child's journal open and its new key
+    unknown: the dry run says a check would finish it; run again on the old id, the
+    journal names the child, the lost key is recovered with the root key, then the child
+    is reissued as asked, and saved.
+    """
+    api = fake_cs2cap
+    path = tmp_path / "key.json"
+    await store_root(api, path)
+    old = await store_aged_child(api, path, "bot")
+    record = await stored(path)
+    assert old.info is not None
+    journal = PendingChildRotation(
+        previous_key_id=old.id,
+        previous_created_at=old.info.created_at,
+        reason="manual",
+        started_at=dt.datetime.now(dt.timezone.utc),
+    )
+    opened = attrs.evolve(record, child_rotations={"bot": journal})
+    await FileKeyStore(path).save(opened, expected_generation=record.generation)
+    async with AccountClient(api.root_key, base_url=api.base_url) as client:
+        await client.sub_keys.reissue(old.id)  # the reissue of the run that died
+
+    env = env_for(api, use_root_key=False)
+    dry = await run("rotate", "--dry-run", *WEEK, "--store", str(path), env=env)
+    result = await run("sub-keys", "reissue", old.id, "--store", str(path), env=env)
+
+    assert dry.status == 0, dry.stderr
+    assert dry.stdout.splitlines()[1:] == [
+        "Dry run: a check would finish the interrupted rotation of the child key bot its "
+        "journal records."
+    ]
+    assert result.status == 0, result.stderr
+    after = await stored(path)
+    assert after.child_rotations == {}
+    assert api.is_active(after.sub_keys["bot"].key)
+    assert api.child_reissues["bot"] == 3  # the lost one, its recovery, the one asked for
+    assert api.reissues == 0
+    for shown in (dry, result):
+        assert_no_plaintext(shown, api)
+
+
+async def test_sub_keys_reissue_with_a_store_refuses_what_it_cannot_keep_by_name(
+    fake_cs2cap: FakeCS2CapAPI, tmp_path: Path
+) -> None:
+    """A child with no name, and a child whose name the store keeps for another active
+    child, are refused with status 2 on one line, and nothing is reissued or written.
+    """
+    api = fake_cs2cap
+    path = tmp_path / "key.json"
+    await store_root(api, path)
+    kept = await store_aged_child(api, path, "bot")
+    twin = api.add_child_key("bot")
+    nameless = api.add_child_key("")
+    before = path.read_bytes()
+    env = env_for(api, use_root_key=False)
+
+    no_name = await run("sub-keys", "reissue", nameless.key_id, "--store", str(path), env=env)
+    taken = await run("sub-keys", "reissue", twin.key_id, "--store", str(path), env=env)
+
+    assert no_name.status == ExitStatus.USAGE
+    assert f"the child key {nameless.key_id} has no name" in no_name.error_line
+    assert taken.status == ExitStatus.USAGE
+    assert (
+        f"keeps another active child key named 'bot' ({kept.id}), not {twin.key_id}"
+        in taken.error_line
+    )
+    for result in (no_name, taken):
+        assert "nothing was reissued" in result.error_line
+        assert_no_plaintext(result, api)
+    assert api.child_reissues == {} and api.reissues == 0
+    assert path.read_bytes() == before
+
+
+async def test_sub_keys_reissue_with_redis_saves_the_child_there(
+    fake_cs2cap: FakeCS2CapAPI, request: pytest.FixtureRequest
+) -> None:
+    """`--redis URL` in place of `--store PATH`: the child is kept in the RedisKeyStore."""
+    from cs2cap_account.stores import RedisKeyStore
+
+    url: str = request.getfixturevalue("redis_url")
+
+    bot = fake_cs2cap.add_child_key("bot")
+    result = await run("sub-keys", "reissue", bot.key_id, "--redis", url, env=env_for(fake_cs2cap))
+    assert result.status == 0, result.stderr
+    assert "saved in RedisKeyStore(name='cs2cap') as 'bot' (generation 1)." in result.stdout
+    store = RedisKeyStore(url)
+    try:
+        record = await store.load()
+    finally:
+        await store.aclose()
+    assert record is not None
+    assert fake_cs2cap.is_active(record.sub_keys["bot"].key)
+    assert (dict(fake_cs2cap.child_reissues), fake_cs2cap.reissues) == ({"bot": 1}, 0)
+    assert_no_plaintext(result, fake_cs2cap)
