@@ -228,9 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="walk through the SDK against an embedded fake API (no network, no key)",
         description="Start the fake CS2Cap API in-process on 127.0.0.1 and walk through key "
-        "metadata, rate limits, scheduled and on-demand rotation, child keys, a 429 "
-        "absorbed by backoff, and a lost reissue response recovered. Keys are shown "
-        "redacted.",
+        "metadata, rate limits, scheduled and on-demand rotation, child keys re-created, a "
+        "429 absorbed by backoff, a lost reissue response recovered, and one child key "
+        "rotated on its own schedule. Keys are shown redacted.",
     )
     _verbose_option(demo)
     demo.set_defaults(run=_later("_demo", "demo", log_level="ERROR"))
