@@ -439,6 +439,32 @@ async def test_sub_keys_reissue_with_a_store_refuses_what_it_cannot_keep_by_name
     assert path.read_bytes() == before
 
 
+async def test_sub_keys_reissue_with_a_store_replaces_a_stale_entry_of_the_name(
+    fake_cs2cap: FakeCS2CapAPI, tmp_path: Path
+) -> None:
+    """The store keeps bot as a key reissued since without the store (revoked): the child
+    in force under that name is reissued and saved over it, one generation on.
+    """
+    api = fake_cs2cap
+    path = tmp_path / "key.json"
+    await store_root(api, path)
+    stale = await store_aged_child(api, path, "bot")
+    async with AccountClient(api.root_key, base_url=api.base_url) as client:
+        current = await client.sub_keys.reissue(stale.id)  # by hand, the store not told
+
+    result = await run(
+        "sub-keys", "reissue", current.key_info.id, "--store", str(path),
+        env=env_for(api, use_root_key=False),
+    )  # fmt: skip
+
+    assert result.status == 0, result.stderr
+    kept = (await stored(path)).sub_keys["bot"]
+    assert (kept.generation, api.child_reissues["bot"], api.reissues) == (2, 2, 0)
+    assert api.is_active(kept.key) and not api.is_active(current.key)
+    assert f"Reissued child key {current.key_info.id} (now revoked)" in result.stdout
+    assert_no_plaintext(result, api)
+
+
 async def test_sub_keys_reissue_with_redis_saves_the_child_there(
     fake_cs2cap: FakeCS2CapAPI, request: pytest.FixtureRequest
 ) -> None:
