@@ -2,8 +2,10 @@
 
 It starts `FakeCS2CapAPI` in this process on 127.0.0.1 (no network, no real key) and
 walks through key metadata and rate limits, a scheduled and an on-demand rotation with
-callbacks, child keys re-created, a 429 absorbed by backoff, and a lost reissue response
-recovered with the session token. Every key is printed redacted, as `SecretKey` prints.
+callbacks, child keys re-created, a 429 absorbed by backoff, a lost reissue response
+recovered with the session token, and one child key rotated on its own schedule while
+the root key and the other children stay. Every key is printed redacted, as `SecretKey`
+prints.
 Imported only when the command runs.
 """
 
@@ -16,6 +18,7 @@ from typing import TextIO
 
 from cs2cap_account import (
     AccountClient,
+    ChildRotationEvent,
     Hooks,
     KeyInfo,
     KeyRotator,
@@ -66,9 +69,10 @@ async def run_demo(out: TextIO) -> int:  # noqa: PLR0915 - one script, read top 
 
             # 2. The rotator checks the key's age against max_age, as the server reports it.
             show.step("A scheduled rotation: the key is older than max_age")
+            store = MemoryKeyStore()
             rotator = KeyRotator(
                 client,
-                store=MemoryKeyStore(),
+                store=store,
                 max_age=dt.timedelta(days=30),
                 recovery_token=api.session_token,
                 recreate_sub_keys=True,
@@ -150,6 +154,58 @@ async def run_demo(out: TextIO) -> int:  # noqa: PLR0915 - one script, read top 
             )
             await rotator.stop()
 
+            # 7. One child key on its own schedule: reissued alone, the root key untouched.
+            show.step("A child key rotated on its own schedule: child_max_age")
+            bot = api.add_child_key("bot")
+            api.age_child_key(bot.key_id, dt.timedelta(days=8))
+            show.say(
+                f"A child key bot {bot.key} was created 8 days ago; dashboard, re-created "
+                "in the store at step 6, is new. child_max_age is 7 days."
+            )
+            child_rotator = KeyRotator(
+                client,
+                store=store,
+                child_max_age=dt.timedelta(days=7),
+                children=["bot", "dashboard"],
+            )
+            child_events: list[ChildRotationEvent] = []
+
+            @child_rotator.on_child_rotate
+            def handed_on(event: ChildRotationEvent) -> None:
+                child_events.append(event)
+                show.callback(
+                    f"on_child_rotate callback: {event.name}, new key {event.new_key} "
+                    f"(reason: {event.reason}); its one user would get it here"
+                )
+
+            kept = await store.load()
+            root_reissues = api.reissues
+            show.say(
+                "await KeyRotator(client, store=store, child_max_age=timedelta(days=7), "
+                'children=["bot", "dashboard"]).check()'
+            )
+            await child_rotator.check()
+            after = await store.load()
+            assert kept is not None
+            assert after is not None
+            [bot_event] = child_events
+            show.say(
+                f"Rotated the child bot {bot_event.previous_key_id} -> {bot_event.key_id}; "
+                f"the old bot key still works: {_yes_no(api.is_active(bot.key))}."
+            )
+            show.say(
+                f"The root key is still {after.key_id} (unchanged: "
+                f"{_yes_no(after.key_id == kept.key_id)}); root reissues in this step: "
+                f"{api.reissues - root_reissues}."
+            )
+            other = await client.get_key(key=child_rotator.child_keys["dashboard"])
+            show.say(
+                'client.get_key(key=child_rotator.child_keys["dashboard"]): '
+                f"{other.name} {other.id} still authenticates, active: "
+                f"{_yes_no(other.is_active)}."
+            )
+            await child_rotator.stop()
+
         show.summary(
             [
                 ("reissues at the server", f"{api.reissues} (one of them lost and recovered)"),
@@ -158,6 +214,10 @@ async def run_demo(out: TextIO) -> int:  # noqa: PLR0915 - one script, read top 
                     f"{len(rotations)} (generations 2 to {rotator.generation})",
                 ),
                 ("recoveries", str(rotator.recoveries)),
+                (
+                    "child reissues",
+                    f"{sum(api.child_reissues.values())} (bot, on its own schedule)",
+                ),
                 ("429s absorbed", str(len(retries))),
                 ("took", f"{time.monotonic() - started:.1f} s"),
             ]

@@ -5,10 +5,12 @@ One subparser per command; each leaf sets `run`, a function returning the exit s
     cs2cap-account key show [--json]
     cs2cap-account key reissue [--store PATH] [--yes] [--json]
     cs2cap-account rotate --max-age 30d [--before-expiry 7d] (--store PATH | --redis URL)
+                          [--child-max-age 7d [--child NAME ...]]
                           [--recovery-token-env VAR] [--check-interval SECONDS] [--once]
                           [--dry-run] [--metrics-port PORT] [--log-format text|json]
     cs2cap-account status (--store PATH | --redis URL) [--max-age 30d] [--json]
     cs2cap-account sub-keys list|create|get|update|delete|reissue ... [--json]
+    cs2cap-account sub-keys reissue ID [--store PATH | --redis URL] [--json]
     cs2cap-account mock-server [--host 127.0.0.1] [--port 8765] [--tier quant] ...
     cs2cap-account demo
 
@@ -226,9 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="walk through the SDK against an embedded fake API (no network, no key)",
         description="Start the fake CS2Cap API in-process on 127.0.0.1 and walk through key "
-        "metadata, rate limits, scheduled and on-demand rotation, child keys, a 429 "
-        "absorbed by backoff, and a lost reissue response recovered. Keys are shown "
-        "redacted.",
+        "metadata, rate limits, scheduled and on-demand rotation, child keys re-created, a "
+        "429 absorbed by backoff, a lost reissue response recovered, and one child key "
+        "rotated on its own schedule. Keys are shown redacted.",
     )
     _verbose_option(demo)
     demo.set_defaults(run=_later("_demo", "demo", log_level="ERROR"))
@@ -280,9 +282,12 @@ def _add_rotate(top: Any) -> None:
         help="rotate the root key on a schedule (a long-lived process)",
         description="Run the KeyRotator: check at once, then every --check-interval, and "
         "reissue the root key when it is older than --max-age or within --before-expiry "
-        "of expiring. Each new key is saved in the store before anything else. Logs go "
-        "to stderr, one line per rotation to stdout. SIGTERM or Ctrl-C stops it (exit "
-        f"0). The key comes from {API_KEY_ENV}, or from the store once it holds one.",
+        "of expiring. With --child-max-age, each child key older than that (those named "
+        "by --child, else every child the store records) is reissued on its own, the "
+        "root key and the other children left alone. Each new key is saved in the store "
+        "before anything else. Logs go to stderr, one line per rotation to stdout. "
+        f"SIGTERM or Ctrl-C stops it (exit 0). The key comes from {API_KEY_ENV}, or from "
+        "the store once it holds one.",
     )
     rotate.add_argument(
         "--max-age",
@@ -295,6 +300,21 @@ def _add_rotate(top: Any) -> None:
         type=parse_duration,
         metavar="DURATION",
         help="rotate a key this close to its expiry, e.g. 7d",
+    )
+    rotate.add_argument(
+        "--child-max-age",
+        type=parse_duration,
+        metavar="DURATION",
+        help="also rotate each child key older than this on its own (through its own "
+        "reissue route: the root key and the other children are left alone), e.g. 7d",
+    )
+    rotate.add_argument(
+        "--child",
+        dest="children",
+        action="append",
+        metavar="NAME",
+        help="a child key, by name, for --child-max-age to rotate; repeatable (default: "
+        "every child key the store records)",
     )
     where = rotate.add_mutually_exclusive_group(required=True)
     where.add_argument("--store", metavar="PATH", help="keep the key in this file (FileKeyStore)")
@@ -325,8 +345,9 @@ def _add_rotate(top: Any) -> None:
     rotate.add_argument(
         "--dry-run",
         action="store_true",
-        help="say whether a check would rotate now, why, and when the key is next due; "
-        "reissue nothing and write nothing",
+        help="say whether a check would rotate now, why, and when the key is next due "
+        "(and, with --child-max-age, which child keys are due); reissue nothing and write "
+        "nothing",
     )
     rotate.add_argument(
         "--metrics-port",
@@ -495,12 +516,34 @@ def _add_sub_keys(top: Any) -> None:
     update.set_defaults(run=_later("_sub_keys", "sub_keys_update"))
 
     _key_id_command(actions, "delete", "sub_keys_delete", help="revoke a child key")
-    _key_id_command(
+    reissue = _command(
         actions,
         "reissue",
-        "sub_keys_reissue",
         help="replace a child key (same name and overrides; printed once)",
+        description="Replace a child key: a new key with the same name and overrides; the "
+        "old one is revoked at once, the root key and the other children are untouched. "
+        "The new key is printed once. With --store or --redis it is rotated as "
+        "KeyRotator.rotate_child_now() does: journaled in the store, saved under the "
+        "child's name (so the child needs a name) and verified before it is shown, "
+        "redacted; a rotation left open by a crash is finished by running the command "
+        f"again. The root key then comes from the store, or from {API_KEY_ENV} while it "
+        "is empty.",
     )
+    reissue.add_argument("key_id", metavar="ID")
+    where = reissue.add_mutually_exclusive_group()
+    where.add_argument(
+        "--store",
+        metavar="PATH",
+        help="save the new child key in this FileKeyStore file, under its name, instead "
+        "of printing it",
+    )
+    where.add_argument(
+        "--redis",
+        metavar="URL",
+        help='save it in Redis instead (RedisKeyStore; pip install "cs2cap-account[redis]")',
+    )
+    _api_options(reissue)
+    reissue.set_defaults(run=_later("_sub_keys", "sub_keys_reissue"))
 
 
 def _key_id_command(actions: Any, name: str, command: str, *, help: str) -> None:

@@ -1,4 +1,10 @@
-"""`cs2cap-account rotate`: the KeyRotator as a long-lived process, or one check."""
+"""`cs2cap-account rotate`: the KeyRotator as a long-lived process, or one check.
+
+With `--child-max-age` the rotator also rotates child keys on their own schedule (those
+`--child` names, else every child the store records); each child rotation prints a line
+of its own (`_children`). With `--once`, a child rotation that failed ends the command
+with the rotation status, after the others have run.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ from typing import Final, TextIO
 from cs2cap_account._client import AccountClient
 from cs2cap_account._constants import API_KEY_ENV
 from cs2cap_account._models import KeyInfo
+from cs2cap_account.cli._children import child_names, report_child_rotation
 from cs2cap_account.cli._common import (
     api_key,
     make_client,
@@ -25,7 +32,15 @@ from cs2cap_account.cli._common import (
 from cs2cap_account.cli._exit import UsageError
 from cs2cap_account.cli._format import ago
 from cs2cap_account.cli._sinks import sinks_from_args
-from cs2cap_account.rotation import KeyRotator, RotationEvent
+from cs2cap_account.errors import RotationError
+from cs2cap_account.rotation import (
+    ChildRotationEvent,
+    FailureEvent,
+    KeyRotator,
+    RotationEvent,
+    RotationFailed,
+    RotationStage,
+)
 from cs2cap_account.stores import KeyStore
 
 __all__ = ["rotate"]
@@ -35,8 +50,9 @@ logger: Final = logging.getLogger("cs2cap_account.cli")
 
 async def rotate(args: argparse.Namespace, out: TextIO) -> int:
     """`rotate`: run the KeyRotator until SIGTERM/SIGINT, or for one check with `--once`."""
-    if args.max_age is None and args.before_expiry is None:
-        raise UsageError("rotate needs --max-age or --before-expiry (or both)")
+    if args.max_age is None and args.before_expiry is None and args.child_max_age is None:
+        raise UsageError("rotate needs --max-age, --before-expiry or --child-max-age (or more)")
+    children = child_names(args)
     store = open_store(args)
     try:
         if args.dry_run:
@@ -59,12 +75,19 @@ async def rotate(args: argparse.Namespace, out: TextIO) -> int:
                 recovery_token=token,
                 recreate_sub_keys=args.recreate_sub_keys,
                 sinks=sinks_from_args(args),
+                child_max_age=args.child_max_age,
+                children=children,
             )
+            as_json = args.log_format == "json"
 
             def report(event: RotationEvent) -> None:
-                _report_rotation(event, store, out, as_json=args.log_format == "json")
+                _report_rotation(event, store, out, as_json=as_json)
+
+            def report_child(event: ChildRotationEvent) -> None:
+                report_child_rotation(event, store, out, as_json=as_json)
 
             rotator.on_rotate(report)
+            rotator.on_child_rotate(report_child)
             with stop_on_signals() as stop:
                 try:
                     async with _serving_metrics(rotator, client, args):
@@ -78,11 +101,22 @@ async def rotate(args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def _dry_run(args: argparse.Namespace, store: KeyStore, out: TextIO) -> int:
-    """`--dry-run`: what a check would do now, read-only (see `_status`)."""
-    from cs2cap_account.cli._status import print_dry_run, snapshot
+    """`--dry-run`: what a check would do now, read-only (see `_status`, `_children`)."""
+    from cs2cap_account.cli._status import dry_run, print_dry_run, snapshot
 
+    as_json = args.log_format == "json"
     snap = await snapshot(args, store, max_age=args.max_age, before_expiry=args.before_expiry)
-    print_dry_run(snap, out, as_json=args.log_format == "json")
+    if args.child_max_age is None:
+        print_dry_run(snap, out, as_json=as_json)
+        return 0
+    from cs2cap_account.cli._children import plan_children, plan_json, plan_lines
+
+    # A check rotates a child on its own only once the root key needs nothing.
+    root_first = (
+        dry_run(snap)["would_rotate"] or bool(snap.journal_open) or not snap.key_authenticates
+    )
+    plans = await plan_children(args, store, root_first=root_first)
+    print_dry_run(snap, out, as_json=as_json, extra=plan_json(plans), lines=plan_lines(plans))
     return 0
 
 
@@ -123,6 +157,16 @@ async def _check_once(
     stop: asyncio.Event,
     out: TextIO,
 ) -> int:
+    as_json = args.log_format == "json"
+    failed: list[RotationFailed] = []
+    rotated: list[ChildRotationEvent] = []
+
+    def child_failed(event: FailureEvent) -> None:
+        if isinstance(event, RotationFailed) and event.stage is RotationStage.CHILDREN:
+            failed.append(event)
+
+    rotator.on_failure(child_failed)
+    rotator.on_child_rotate(rotated.append)
     finished, event = await unless_stopped(rotator.check(), stop)
     if not finished:
         logger.info("stopped before the check finished")
@@ -130,8 +174,18 @@ async def _check_once(
     if event is None:
         info = await client.get_key()
         line = _not_due(info, client.clock.now(), args)
-        if args.log_format == "json":
+        if as_json:
             line = json.dumps({"event": "not_due", "key_id": info.id, "message": line})
+        print(line, file=out, flush=True)
+    if failed:  # the check went on with the other children; the command says it failed
+        raise RotationError(
+            f"{len(failed)} child key rotation(s) did not complete; the first: {failed[0].error}",
+            previous_key_id=getattr(failed[0].error, "previous_key_id", None),
+        )
+    if event is None and args.child_max_age is not None and not rotated:
+        line = "No child key was rotated by this check (--dry-run shows each one's age)."
+        if as_json:
+            line = json.dumps({"event": "children_not_due", "message": line})
         print(line, file=out, flush=True)
     return 0
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
 from cs2cap_account._client import AccountClient
@@ -194,11 +195,22 @@ def dry_run(snap: RotatorStatus) -> dict[str, Any]:
     }
 
 
-def print_dry_run(snap: RotatorStatus, out: TextIO, *, as_json: bool) -> None:
-    """Print the dry run's verdict: one line of text, or one JSON object."""
+def print_dry_run(
+    snap: RotatorStatus,
+    out: TextIO,
+    *,
+    as_json: bool,
+    extra: Mapping[str, Any] | None = None,
+    lines: Sequence[str] = (),
+) -> None:
+    """Print the dry run's verdict: one line of text, or one JSON object.
+
+    `extra` are more fields of the JSON object, `lines` more lines of text after the
+    root key's (the child keys' plan, with `rotate --child-max-age`).
+    """
     verdict = dry_run(snap)
     if as_json:
-        print(json.dumps(verdict), file=out, flush=True)
+        print(json.dumps({**verdict, **(extra or {})}), file=out, flush=True)
         return
     due_text = (
         f"next due {ago(snap.next_due_at, snap.taken_at)} ({snap.next_due_reason})"
@@ -211,3 +223,5 @@ def print_dry_run(snap: RotatorStatus, out: TextIO, *, as_json: bool) -> None:
         file=out,
         flush=True,
     )
+    for line in lines:
+        print(line, file=out, flush=True)

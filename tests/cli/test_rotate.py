@@ -206,7 +206,7 @@ def test_rotate_usage_errors_and_an_unreachable_redis(
     store = ("--store", str(tmp_path / "key.json"))
     once = ("rotate", "--once", "--max-age", "30d")
     cases = [
-        (ExitStatus.USAGE, "needs --max-age or --before-expiry", ["rotate", "--once", *store]),
+        (ExitStatus.USAGE, "needs --max-age, --before-expiry or", ["rotate", "--once", *store]),
         (ExitStatus.USAGE, "one of the arguments --store --redis is required", [*once]),
         (ExitStatus.USAGE, "NOPE is not set", [*once, *store, "--recovery-token-env", "NOPE"]),
         (ExitStatus.ERROR, "Redis store", [*once, "--redis", f"redis://127.0.0.1:{closed}/0"]),
