@@ -4,7 +4,7 @@
 store once and, with no request, announces the children another process rotated
 (`_child_journal.news`); then, for each managed child (`children=`, or every child the
 store records) that has a journal open or is older than `child_max_age`, one at a time,
-under the store's lock, `rotate()` reads top to bottom:
+under the store's lock, `_rotate()` reads top to bottom:
 
 1. journal the rotation in the store (`child_rotations[name]`: the old child's id and
    creation time) and read it back, so a broken store stops before anything is revoked;
