@@ -263,10 +263,11 @@ class KeyRotator:
 
         Under the store's lock, journaled like a scheduled child rotation; one left open
         (by a crash) is finished and told first, then the child is reissued again, so the
-        event returned is always of a reissue this call made. The child's key comes from the store, or, for a child the store
-        does not hold yet, the one active child of that name is found by listing: its new
-        key is then stored. The root key is never reissued. `RotationError` if it cannot
-        be done; a lost answer is recovered with the root key.
+        event returned is always of a reissue this call made. The child's key comes from
+        the store, or, for a child the store does not hold yet, the one active child of
+        that name is found by listing: its new key is then stored. The root key is never
+        reissued. `RotationError` if it cannot be done; a lost answer is recovered with
+        the root key.
         """
         name = checked_child_name(name)
         reason = checked_reason(reason)
