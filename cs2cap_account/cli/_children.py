@@ -3,9 +3,10 @@
 The plan changes nothing: it reads the store and, for the children it does not describe,
 lists the child keys with the root key. A child is due when its age reaches
 `--child-max-age` (`rotation._schedule.due`, as the rotator decides): a stored child's
-age is read from the metadata stored with it, on this machine's clock, as the rotator's
-own look reads it; a named child the store does not hold yet, from the listing, on the
-server's clock. The rotator confirms a due child with the server before reissuing it.
+age is read from the metadata stored with it, a named child the store does not hold yet
+from the listing, both on the server's clock as the latest response's `Date` gives it
+(this machine's clock when no response came). The rotator confirms a due child with the
+server before reissuing it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from cs2cap_account.cli._exit import UsageError
 from cs2cap_account.cli._format import ago
 from cs2cap_account.errors import CS2CapError
 from cs2cap_account.rotation import ChildRotationEvent
-from cs2cap_account.rotation._arguments import checked_children
+from cs2cap_account.rotation._arguments import checked_child_name, checked_children
 from cs2cap_account.rotation._child_journal import managed
 from cs2cap_account.rotation._schedule import due
 from cs2cap_account.stores import KeyRecord, KeyStore
@@ -46,10 +47,13 @@ def child_names(args: argparse.Namespace) -> tuple[str, ...] | None:
     """
     if args.children and args.child_max_age is None:
         raise UsageError("--child names a child key for --child-max-age to rotate; give it too")
+    if args.children is None:
+        return None
     try:
-        return checked_children(args.children)
+        names = [checked_child_name(name, "--child") for name in args.children]
     except ValueError as exc:
-        raise UsageError(f"--child: {exc}") from None
+        raise UsageError(str(exc)) from None
+    return checked_children(names)
 
 
 # -- what a rotation prints ------------------------------------------------------------
@@ -99,8 +103,8 @@ class ChildPlan:
     `action` is `"rotate"`, `"not_due"`, `"after_root"` (due, but the root key comes
     first in this check), `"finish"` (its rotation's journal is open) or `"none"`
     (there is no single active child of that name). `note` says why, for people.
-    `judged_at` is the time its age was measured at: the server's by the listing's
-    `Date`, or this machine's for a stored child.
+    `judged_at` is the time its age was measured at: the server's by the latest
+    response's `Date`, or this machine's when no response came.
     """
 
     name: str
@@ -132,7 +136,7 @@ async def plan_children(
         chosen = managed(record, names) if record is not None else names or ()
         unknown = [name for name in chosen if _stored_info(record, name) is None]
         listed = await _listed(client.sub_keys.iterate(), unknown) if unknown else {}
-        server_now, now = client.server_date, client.clock.now()
+        server_now, now = client._server_now(), client.clock.now()
     plans = []
     for name in chosen:
         if record is not None and name in record.child_rotations:
@@ -140,7 +144,7 @@ async def plan_children(
             continue
         stored = _stored_info(record, name)
         if stored is not None:
-            info, judged_at = stored, None  # the stored metadata, on the local clock
+            info, judged_at = stored, server_now  # the stored metadata
         else:
             infos = listed.get(name, [])
             if len(infos) != 1:

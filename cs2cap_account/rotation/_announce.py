@@ -9,6 +9,7 @@ that was no news) is published to again by `republish()`, which every check call
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from collections.abc import AsyncGenerator, Callable
 from typing import Any, Final, cast
@@ -21,12 +22,37 @@ from cs2cap_account.rotation._event import ChildRotationEvent, RotationEvent
 from cs2cap_account.rotation._failure import FailureEvent
 from cs2cap_account.rotation._holding import Holding
 from cs2cap_account.sinks._publish import Publisher
+from cs2cap_account.stores._record import StoredSubKey
 
-__all__ = ["Announcer"]
+__all__ = ["Announcer", "child_event"]
 
 logger: Final = logging.getLogger("cs2cap_account.rotation")
 
 _CALLBACK_ATTEMPTS: Final = 3
+
+
+def child_event(
+    name: str,
+    entry: StoredSubKey,
+    previous_key_id: str | None,
+    reason: str,
+    *,
+    now: dt.datetime,
+) -> ChildRotationEvent:
+    """The event telling of the child `name`'s stored key `entry`.
+
+    Rotated at the child's creation, as the server gave it (`now` for a record written
+    before child metadata was kept).
+    """
+    return ChildRotationEvent(
+        name=name,
+        new_key=entry.key,
+        key_id=entry.id,
+        previous_key_id=previous_key_id,
+        generation=entry.generation,
+        rotated_at=entry.info.created_at if entry.info else now,
+        reason=reason,
+    )
 
 
 @attrs.define
@@ -148,15 +174,7 @@ class Announcer:
         for name, entry in tuple(self._holding.children.items()):
             if not self.publisher.child_behind(name, entry.id):
                 continue
-            event = ChildRotationEvent(
-                name=name,
-                new_key=entry.key,
-                key_id=entry.id,
-                previous_key_id=None,
-                generation=entry.generation,
-                rotated_at=entry.info.created_at if entry.info else self._clock.now(),
-                reason="republished",
-            )
+            event = child_event(name, entry, None, "republished", now=self._clock.now())
             await self.publisher.publish_child(event)
 
     async def events(self) -> AsyncGenerator[RotationEvent, None]:

@@ -45,7 +45,7 @@ from cs2cap_account.errors import (
     SubKeyLostError,
     SubKeyOutcomeUnknownError,
 )
-from cs2cap_account.rotation._announce import Announcer
+from cs2cap_account.rotation._announce import Announcer, child_event
 from cs2cap_account.rotation._child_journal import ChildNext, managed, news, next_child_step
 from cs2cap_account.rotation._event import ChildRotationEvent
 from cs2cap_account.rotation._holding import Holding
@@ -322,13 +322,14 @@ class ChildRotations:
         A stored child that is not `old` (it no longer exists: reissued by hand, and
         `old` found by name) is dropped with it, so that the journal reads "not saved".
         """
+        stored = record.sub_keys.get(name)
         pending = PendingChildRotation(
             previous_key_id=old.id,
             previous_created_at=old.created_at,
             reason=reason,
             started_at=self._clock.now(),
+            generation=0 if stored is None else stored.generation,
         )
-        stored = record.sub_keys.get(name)
 
         def journaled(fresh: KeyRecord) -> KeyRecord | None:
             if name in fresh.child_rotations or fresh.sub_keys.get(name) != stored:
@@ -431,13 +432,14 @@ class ChildRotations:
 
         def saved(fresh: KeyRecord) -> KeyRecord | None:
             before = fresh.sub_keys.get(name)
-            if name not in fresh.child_rotations or (before is not None and before.id != follows):
+            pending = fresh.child_rotations.get(name)
+            if pending is None or (before is not None and before.id != follows):
                 return None
             entry = StoredSubKey(
                 key=made.key,
                 id=made.key_info.id,
                 info=made.key_info,
-                generation=1 if before is None else before.generation + 1,
+                generation=max(pending.generation, 0 if before is None else before.generation) + 1,
             )
             return attrs.evolve(fresh, sub_keys={**fresh.sub_keys, name: entry})
 
@@ -489,6 +491,7 @@ class ChildRotations:
                 previous_created_at=made.key_info.created_at,
                 reason="recovery",
                 started_at=self._clock.now(),
+                generation=0 if stored is None else stored.generation,
             )
 
             def reopened(fresh: KeyRecord) -> KeyRecord:
@@ -646,15 +649,7 @@ class ChildRotations:
         known = {child.id for child in self._holding.children.values()}
         self._since = {key_id: at for key_id, at in self._since.items() if key_id in known}
         self._since.setdefault(entry.id, self._clock.monotonic())
-        event = ChildRotationEvent(
-            name=name,
-            new_key=entry.key,
-            key_id=entry.id,
-            previous_key_id=previous_key_id,
-            generation=entry.generation,
-            rotated_at=entry.info.created_at if entry.info else self._clock.now(),
-            reason=reason,
-        )
+        event = child_event(name, entry, previous_key_id, reason, now=self._clock.now())
         return await self._announcer.announce_child(event)
 
 

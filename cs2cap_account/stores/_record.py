@@ -90,6 +90,9 @@ class PendingChildRotation:
     previous_created_at: dt.datetime
     reason: str
     started_at: dt.datetime
+    generation: int = 0
+    """The generation of the child stored under the name when the rotation began (0 if
+    none was): the new child's is one more."""
 
 
 @attrs.frozen

@@ -289,7 +289,7 @@ def test_child_without_child_max_age_is_a_usage_error(
     cases = [
         ("give it too", ["rotate", "--once", "--max-age", "30d", "--child", "bot", *store]),
         ("give it too", ["rotate", "--dry-run", "--max-age", "30d", "--child", "bot", *store]),
-        ("--child: a child key's name must not be empty",
+        ("--child must be a child key's name, not empty",
          ["rotate", "--once", *WEEK, "--child", " ", *store]),
         ("needs --max-age, --before-expiry or --child-max-age", ["rotate", "--once", *store]),
     ]  # fmt: skip
