@@ -64,18 +64,14 @@ class Announcer:
     _timeout: float
     publisher: Publisher
     callbacks: list[Callback] = attrs.field(factory=list)
-    _subscribers: set[asyncio.Queue[RotationEvent]] = attrs.field(factory=set)
     failure_callbacks: list[Callable[[FailureEvent], object]] = attrs.field(factory=list)
-    _failure_subscribers: set[asyncio.Queue[RotationEvent | FailureEvent]] = attrs.field(
-        factory=set
-    )
     # Instrumentation (metrics): called with each event once told, never fatal.
     watchers: list[Callable[[RotationEvent | ChildRotationEvent | FailureEvent], None]] = (
         attrs.field(factory=list)
     )
     child_callbacks: list[Callable[[ChildRotationEvent], object]] = attrs.field(factory=list)
-    # The `events(children=True)` subscribers, each with whether it takes failures too.
-    _child_subscribers: dict[asyncio.Queue[Any], bool] = attrs.field(factory=dict)
+    # The `events()` subscribers: each one's queue, and the kinds of event it takes.
+    _subscribers: dict[asyncio.Queue[Any], tuple[type, ...]] = attrs.field(factory=dict)
     _children_announced: set[str] = attrs.field(factory=set)
 
     async def announce(self, event: RotationEvent) -> RotationEvent:
@@ -100,9 +96,7 @@ class Announcer:
         )
         event = attrs.evolve(event, callback_errors=failures)
         self._holding.last_event = event
-        for queue in self._subscribers:
-            queue.put_nowait(event)
-        self._watched(event)
+        self._deliver(event)
         logger.info(
             "root key rotated: %s -> %s (generation %d, %s)",
             event.previous_key_id,
@@ -129,9 +123,7 @@ class Announcer:
             clock=self._clock,
         )
         event = attrs.evolve(event, callback_errors=failures)
-        for queue in self._child_subscribers:
-            queue.put_nowait(event)
-        self._tell_watchers(event)
+        self._deliver(event)
         logger.info(
             "child key %r rotated: %s -> %s (generation %d, %s)",
             event.name,
@@ -177,15 +169,15 @@ class Announcer:
             event = child_event(name, entry, None, "republished", now=self._clock.now())
             await self.publisher.publish_child(event)
 
-    async def events(self) -> AsyncGenerator[RotationEvent, None]:
-        """Every event from the moment iteration starts, as it is announced."""
-        queue: asyncio.Queue[RotationEvent] = asyncio.Queue()
-        self._subscribers.add(queue)
+    async def subscribe(self, *kinds: type) -> AsyncGenerator[Any, None]:
+        """Every event of `kinds` from the moment iteration starts, in the order told."""
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._subscribers[queue] = kinds
         try:
             while True:
                 yield await queue.get()
         finally:
-            self._subscribers.discard(queue)
+            self._subscribers.pop(queue, None)
 
     async def tell(self, event: FailureEvent) -> None:
         """A failure, halt or recovery: `on_failure` callbacks, then `events(failures=True)`."""
@@ -196,45 +188,15 @@ class Announcer:
             attempts=_CALLBACK_ATTEMPTS,
             clock=self._clock,
         )
-        self._watched(event)
+        self._deliver(event)
 
-    def _watched(self, event: RotationEvent | FailureEvent) -> None:
-        """Hand `event` to `events(failures=True)` subscribers and the watchers."""
-        for queue in self._failure_subscribers:
-            queue.put_nowait(event)
-        for queue, failures in self._child_subscribers.items():
-            if failures or isinstance(event, RotationEvent):
+    def _deliver(self, event: RotationEvent | ChildRotationEvent | FailureEvent) -> None:
+        """Hand `event` to the subscribers that take its kind, then to the watchers."""
+        for queue, kinds in self._subscribers.items():
+            if isinstance(event, kinds):
                 queue.put_nowait(event)
-        self._tell_watchers(event)
-
-    def _tell_watchers(self, event: RotationEvent | ChildRotationEvent | FailureEvent) -> None:
         for watcher in self.watchers:
             try:
                 watcher(event)
             except Exception:
                 logger.exception("an instrumentation watcher raised; ignored")
-
-    async def every_event(self) -> AsyncGenerator[RotationEvent | FailureEvent, None]:
-        """Every new key, failure, halt and recovery from the moment iteration starts."""
-        queue: asyncio.Queue[RotationEvent | FailureEvent] = asyncio.Queue()
-        self._failure_subscribers.add(queue)
-        try:
-            while True:
-                yield await queue.get()
-        finally:
-            self._failure_subscribers.discard(queue)
-
-    async def with_children(
-        self, *, failures: bool
-    ) -> AsyncGenerator[RotationEvent | ChildRotationEvent | FailureEvent, None]:
-        """Every new root key and child key from the moment iteration starts, in order.
-
-        With `failures`, every failure event too.
-        """
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._child_subscribers[queue] = failures
-        try:
-            while True:
-                yield await queue.get()
-        finally:
-            self._child_subscribers.pop(queue, None)

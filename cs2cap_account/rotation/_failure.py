@@ -25,6 +25,7 @@ from cs2cap_account.errors import ReissueOutcomeUnknownError
 from cs2cap_account.rotation._steps import Step
 
 __all__ = [
+    "FAILURE_EVENTS",
     "FailureEvent",
     "KeyState",
     "RotationFailed",
@@ -217,3 +218,5 @@ class RotationRecovered:
 
 FailureEvent = RotationFailed | RotationHalted | RotationRecovered
 """What `@rotator.on_failure` callbacks receive."""
+FAILURE_EVENTS: Final = (RotationFailed, RotationHalted, RotationRecovered)
+"""The kinds of `FailureEvent`, for `isinstance`."""

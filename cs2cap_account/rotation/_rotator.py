@@ -49,7 +49,7 @@ from cs2cap_account.rotation._callbacks import Callback
 from cs2cap_account.rotation._catch_up import CatchUp
 from cs2cap_account.rotation._child_rotation import ChildRotations
 from cs2cap_account.rotation._event import ChildRotationEvent, RotationEvent
-from cs2cap_account.rotation._failure import FailureEvent, RotationStage
+from cs2cap_account.rotation._failure import FAILURE_EVENTS, FailureEvent, RotationStage
 from cs2cap_account.rotation._holding import Holding
 from cs2cap_account.rotation._loops import follow, schedule
 from cs2cap_account.rotation._observe import Observer
@@ -371,12 +371,12 @@ class KeyRotator:
         `children=True`, every `ChildRotationEvent` too (see `on_child_rotate`): a
         consumer of root keys alone never mistakes a child's key for the root's.
         """
-        failures = checked_flag(failures, "failures")
+        kinds: tuple[type, ...] = (RotationEvent,)
+        if checked_flag(failures, "failures"):
+            kinds += FAILURE_EVENTS
         if checked_flag(children, "children"):
-            return self._announcer.with_children(failures=failures)
-        if failures:
-            return self._announcer.every_event()
-        return self._announcer.events()
+            kinds += (ChildRotationEvent,)
+        return self._announcer.subscribe(*kinds)
 
     async def run(self) -> None:
         """Run the schedule until cancelled: check at once, then every `check_interval`.
